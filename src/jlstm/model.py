@@ -1,0 +1,292 @@
+"""The stacked LSTM model: ``ModelConfig``, ``init_params`` and ``apply``.
+
+The default config is the seed tutorial's Keras model::
+
+    LSTM(64, return_sequences=True) -> LSTM(32, return_sequences=True) -> LSTM(16) -> Dense(1)
+
+on ``(samples, steps, 1)`` inputs: every LSTM but the last returns its sequence,
+and the dense head reads the last layer's final output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .activations import ActivationSpec, activation_name, get_activation
+from .initializers import InitializerSpec, get_initializer, initializer_to_dict
+from .layer import LayerConfig
+from .stack import apply_stack, init_stack
+from .types import Array, DenseParams, LSTMState, ModelParams
+
+__all__ = ["ModelConfig", "apply", "init_params", "param_count"]
+
+# Options that Keras lets each LSTM layer set on its own: a ModelConfig field holds
+# one value for every layer or a tuple with one value per layer.
+PER_LAYER_FIELDS = (
+    "activation",
+    "recurrent_activation",
+    "use_bias",
+    "kernel_initializer",
+    "recurrent_initializer",
+    "bias_initializer",
+    "unit_forget_bias",
+    "forget_bias",
+    "dropout",
+    "recurrent_dropout",
+    "implementation",
+    "go_backwards",
+    "unroll",
+    "zero_output_for_mask",
+)
+_ACTIVATION_FIELDS = ("activation", "recurrent_activation", "head_activation")
+_INITIALIZER_FIELDS = (
+    "kernel_initializer",
+    "recurrent_initializer",
+    "bias_initializer",
+    "head_kernel_initializer",
+    "head_bias_initializer",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and numerics of a stacked LSTM model (frozen, hashable, JSON-able).
+
+    Attributes:
+        input_size: ``D``, features per time step.
+        layer_sizes: hidden units of each LSTM layer, bottom-up.
+        output_size: ``O``, outputs of the dense head.
+        head_activation: activation of the dense head (Keras ``Dense(activation=...)``).
+        head_use_bias, head_kernel_initializer, head_bias_initializer: the head's
+            ``Dense`` options (Keras defaults).
+        return_sequences: apply the head at every step, ``y`` ``(B, T, O)``, instead of
+            only to the last layer's final output, ``y`` ``(B, O)``.
+        activation ... zero_output_for_mask: the Keras ``LSTM`` arguments, each either
+            one value for every layer or a tuple with one value per layer (see
+            ``LayerConfig`` for their meaning). ``implementation`` takes Keras' 1 or 2
+            or a ``jlstm.modes`` name.
+        param_dtype: dtype of the parameters: ``"float32"`` (default), ``"float64"``
+            (needs ``jax.config.update("jax_enable_x64", True)``) or ``"bfloat16"``.
+        compute_dtype: dtype the model computes in; ``None`` means ``param_dtype``.
+            ``"bfloat16"`` with float32 params is mixed precision: the parameters
+            and gradients stay float32, the recurrence runs in bfloat16, and
+            ``apply`` returns ``param_dtype`` outputs.
+    """
+
+    input_size: int = 1
+    layer_sizes: tuple[int, ...] = (64, 32, 16)
+    output_size: int = 1
+    head_activation: ActivationSpec = "linear"
+    head_use_bias: bool = True
+    head_kernel_initializer: InitializerSpec = "glorot_uniform"
+    head_bias_initializer: InitializerSpec = "zeros"
+    return_sequences: bool = False
+    activation: Any = "tanh"
+    recurrent_activation: Any = "sigmoid"
+    use_bias: Any = True
+    kernel_initializer: Any = "glorot_uniform"
+    recurrent_initializer: Any = "orthogonal"
+    bias_initializer: Any = "zeros"
+    unit_forget_bias: Any = True
+    forget_bias: Any = 1.0
+    dropout: Any = 0.0
+    recurrent_dropout: Any = 0.0
+    implementation: Any = 2
+    go_backwards: Any = False
+    unroll: Any = False
+    zero_output_for_mask: Any = False
+    param_dtype: str = "float32"
+    compute_dtype: str | None = None
+
+    def __post_init__(self):
+        sizes = self.layer_sizes
+        if isinstance(sizes, int):
+            sizes = (sizes,)
+        object.__setattr__(self, "layer_sizes", tuple(sizes))
+        if not self.layer_sizes:
+            raise ValueError("layer_sizes must name at least one LSTM layer, e.g. (64, 32, 16)")
+        for name in ("input_size", "output_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in PER_LAYER_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+                value = tuple(value)
+            if isinstance(value, tuple) and len(value) != len(self.layer_sizes):
+                raise ValueError(
+                    f"{name} has {len(value)} per-layer values but there are "
+                    f"{len(self.layer_sizes)} layers {self.layer_sizes}; "
+                    "give one value or one per layer"
+                )
+        get_activation(self.head_activation)
+        get_initializer(self.head_kernel_initializer)
+        get_initializer(self.head_bias_initializer)
+        for name in ("param_dtype", "compute_dtype"):
+            value = getattr(self, name)
+            if value is None and name == "compute_dtype":
+                continue
+            try:
+                dt = jnp.dtype(value)
+            except TypeError:
+                raise ValueError(f"{name} {value!r} is not a dtype name") from None
+            if not jnp.issubdtype(dt, jnp.floating):
+                raise ValueError(f"{name} must be a floating dtype, got {value!r}")
+        self.layers  # noqa: B018 - builds and validates every LayerConfig now
+
+    @functools.cached_property
+    def layers(self) -> tuple[LayerConfig, ...]:
+        """One ``LayerConfig`` per LSTM layer, with per-layer values resolved."""
+        configs = []
+        input_size = self.input_size
+        for idx, units in enumerate(self.layer_sizes):
+            options = {}
+            for name in PER_LAYER_FIELDS:
+                value = getattr(self, name)
+                options[name] = value[idx] if isinstance(value, tuple) else value
+            configs.append(LayerConfig(units=units, input_size=input_size, **options))
+            input_size = units
+        return tuple(configs)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (``from_dict`` inverts it).
+
+        Raises:
+            TypeError: if an activation or initializer is an arbitrary callable.
+        """
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in _ACTIVATION_FIELDS or field.name in _INITIALIZER_FIELDS:
+                convert = _activation_to_json if "activation" in field.name else initializer_to_dict
+                value = [convert(v) for v in value] if isinstance(value, tuple) else convert(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[field.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        """Rebuild a config from ``to_dict``'s output (unknown keys are an error)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
+        kwargs = {}
+        for key, value in data.items():
+            if isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+def _activation_to_json(spec: ActivationSpec) -> str:
+    name = activation_name(spec)
+    if name is None:
+        raise TypeError(
+            f"cannot serialise the activation {spec!r}: use a name from jlstm.activations"
+        )
+    return name
+
+
+def _check_dtype(name: str) -> jnp.dtype:
+    dt = jnp.dtype(name)
+    if dt == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
+            "before creating arrays"
+        )
+    return dt
+
+
+def init_params(key: Array, config: ModelConfig) -> ModelParams:
+    """Initial ``ModelParams`` for ``config``: Keras initializers, one key per layer.
+
+    Returns:
+        ``ModelParams(layers, head)``: ``layers[k]`` is ``CellParams`` with kernel
+        ``(D_k, 4H_k)``; ``head`` is ``DenseParams`` with kernel ``(H_top, O)``.
+    """
+    dtype = _check_dtype(config.param_dtype)
+    k_layers, k_head, k_head_bias = jax.random.split(key, 3)
+    layers = init_stack(k_layers, config.layers, dtype)
+    top = config.layer_sizes[-1]
+    kernel = get_initializer(config.head_kernel_initializer)(
+        k_head, (top, config.output_size), dtype
+    )
+    bias = None
+    if config.head_use_bias:
+        bias = get_initializer(config.head_bias_initializer)(
+            k_head_bias, (config.output_size,), dtype
+        )
+    return ModelParams(layers, DenseParams(kernel, bias))
+
+
+def apply(
+    params: ModelParams,
+    x: Array,
+    config: ModelConfig,
+    *,
+    mask: Array | None = None,
+    initial_states: tuple[LSTMState | None, ...] | None = None,
+    return_state: bool = False,
+    training: bool = False,
+    key: Array | None = None,
+):
+    """Run the model: stacked LSTM layers, then the dense head.
+
+    Pure and jit-friendly: ``jax.jit(apply, static_argnames=("config",))``.
+
+    Args:
+        params: ``ModelParams`` from ``init_params`` (or an interop converter).
+        x: ``(B..., T, D)`` inputs (``D = config.input_size``), cast to the compute dtype.
+        config: the ``ModelConfig`` the params were made for.
+        mask: optional ``(B..., T)`` step mask, passed to every layer.
+        initial_states: optional per-layer ``LSTMState`` (``None`` entries mean zeros).
+        return_state: also return the final ``LSTMState`` of every layer.
+        training: activates dropout (needs ``key``).
+        key: PRNG key for dropout masks.
+
+    Returns:
+        ``y`` ``(B..., O)`` (or ``(B..., T, O)`` with ``config.return_sequences``) in
+        ``config.param_dtype``; with ``return_state``, ``(y, states)``.
+    """
+    if x.shape[-1] != config.input_size:
+        raise ValueError(
+            f"x has {x.shape[-1]} features per step but config.input_size is {config.input_size}"
+        )
+    param_dtype = jnp.dtype(config.param_dtype)
+    compute = jnp.dtype(config.compute_dtype or config.param_dtype)
+    if compute != param_dtype:
+        params = jax.tree.map(lambda a: a.astype(compute), params)
+        if initial_states is not None:
+            initial_states = tuple(
+                None if s is None else jax.tree.map(lambda a: a.astype(compute), s)
+                for s in initial_states
+            )
+    x = jnp.asarray(x, compute)
+    h, states = apply_stack(
+        params.layers,
+        x,
+        config.layers,
+        return_sequences=config.return_sequences,
+        mask=mask,
+        initial_states=initial_states,
+        training=training,
+        key=key,
+    )
+    y = h @ params.head.kernel
+    if params.head.bias is not None:
+        y = y + params.head.bias
+    y = get_activation(config.head_activation)(y).astype(param_dtype)
+    return (y, states) if return_state else y
+
+
+def param_count(params: ModelParams) -> int:
+    """Total number of scalar parameters."""
+    return sum(a.size for a in jax.tree.leaves(params))
