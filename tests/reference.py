@@ -19,16 +19,17 @@ ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
     "relu6": lambda x: np.clip(x, 0.0, 6.0),
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-    "selu": lambda x: 1.0507009873554805
-    * np.where(x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0.0))),
+    "selu": lambda x: (
+        1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0.0)))
+    ),
     "softsign": lambda x: x / (1.0 + np.abs(x)),
     "softplus": lambda x: np.logaddexp(0.0, x),
     "silu": lambda x: x / (1.0 + np.exp(-x)),
     "swish": lambda x: x / (1.0 + np.exp(-x)),
     "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
-    "gelu_tanh": lambda x: 0.5
-    * x
-    * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3))),
+    "gelu_tanh": lambda x: (
+        0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    ),
     "exponential": np.exp,
     "linear": lambda x: x,
 }
@@ -54,8 +55,21 @@ def cell_step(kernel, recurrent, bias, h, c, x, act="tanh", ract="sigmoid", xm=N
     return o * a(c_new), c_new
 
 
-def lstm_layer(kernel, recurrent, bias, x, h0=None, c0=None, mask=None, go_backwards=False,
-               act="tanh", ract="sigmoid", zero_output_for_mask=False, xm=None, hm=None):
+def lstm_layer(
+    kernel,
+    recurrent,
+    bias,
+    x,
+    h0=None,
+    c0=None,
+    mask=None,
+    go_backwards=False,
+    act="tanh",
+    ract="sigmoid",
+    zero_output_for_mask=False,
+    xm=None,
+    hm=None,
+):
     """A layer over ``x`` ``(B, T, D)``: returns (outputs ``(B, T, H)``, h, c), Keras semantics."""
     x = np.asarray(x, np.float64)
     batch, steps, _ = x.shape

@@ -67,8 +67,12 @@ def test_every_activation_pair_float64(impl, rng):
         for act, ract in PAIRS:
             want_h, want_c = ref.cell_step(*problem, act, ract)
             got_h, got_c = _run(problem, jnp.float64, act, ract, impl)
-            np.testing.assert_allclose(got_h, want_h, rtol=1e-12, atol=1e-12, err_msg=f"{act}/{ract}")
-            np.testing.assert_allclose(got_c, want_c, rtol=1e-12, atol=1e-12, err_msg=f"{act}/{ract}")
+            np.testing.assert_allclose(
+                got_h, want_h, rtol=1e-12, atol=1e-12, err_msg=f"{act}/{ract}"
+            )
+            np.testing.assert_allclose(
+                got_c, want_c, rtol=1e-12, atol=1e-12, err_msg=f"{act}/{ract}"
+            )
 
 
 @pytest.mark.parametrize("impl", [1, 2])
@@ -84,8 +88,13 @@ def test_without_bias(impl, rng):
 def test_callable_activations_equal_named(rng):
     problem = _problem(rng)
     named = _run(problem, jnp.float32, "softsign", "hard_sigmoid", 2)
-    fns = _run(problem, jnp.float32, lambda v: v / (1 + jnp.abs(v)),
-               lambda v: jnp.clip(v / 6 + 0.5, 0, 1), 2)
+    fns = _run(
+        problem,
+        jnp.float32,
+        lambda v: v / (1 + jnp.abs(v)),
+        lambda v: jnp.clip(v / 6 + 0.5, 0, 1),
+        2,
+    )
     np.testing.assert_allclose(fns[0], named[0], rtol=1e-6, atol=1e-7)
 
 
@@ -112,25 +121,39 @@ def test_per_gate_masks_implementation_1(rng):
         recurrent_mask=jnp.asarray(hm, jnp.float32),
     )
     np.testing.assert_allclose(state.h, want_h, rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(state.c, want_c, rtol=2e-6, atol=2e-6)
     with pytest.raises(ValueError, match="one shared input_mask"):
-        jlstm.cell_step(params, state, jnp.asarray(x, jnp.float32), implementation=2,
-                        input_mask=jnp.asarray(xm, jnp.float32))
+        jlstm.cell_step(
+            params,
+            state,
+            jnp.asarray(x, jnp.float32),
+            implementation=2,
+            input_mask=jnp.asarray(xm, jnp.float32),
+        )
 
 
 def test_unbatched_and_multi_batch_axes(rng):
     problem = _problem(rng, batch=6)
     kernel, recurrent, bias, h, c, x = problem
     params = jlstm.CellParams(*(jnp.asarray(a, jnp.float32) for a in (kernel, recurrent, bias)))
-    batched, _ = jlstm.cell_step(params, jlstm.LSTMState(jnp.asarray(h, jnp.float32),
-                                 jnp.asarray(c, jnp.float32)), jnp.asarray(x, jnp.float32))
+    batched, _ = jlstm.cell_step(
+        params,
+        jlstm.LSTMState(jnp.asarray(h, jnp.float32), jnp.asarray(c, jnp.float32)),
+        jnp.asarray(x, jnp.float32),
+    )
     grid, _ = jlstm.cell_step(
         params,
-        jlstm.LSTMState(jnp.asarray(h.reshape(2, 3, -1), jnp.float32),
-                        jnp.asarray(c.reshape(2, 3, -1), jnp.float32)),
+        jlstm.LSTMState(
+            jnp.asarray(h.reshape(2, 3, -1), jnp.float32),
+            jnp.asarray(c.reshape(2, 3, -1), jnp.float32),
+        ),
         jnp.asarray(x.reshape(2, 3, -1), jnp.float32),
     )
-    single, _ = jlstm.cell_step(params, jlstm.LSTMState(jnp.asarray(h[4], jnp.float32),
-                                jnp.asarray(c[4], jnp.float32)), jnp.asarray(x[4], jnp.float32))
+    single, _ = jlstm.cell_step(
+        params,
+        jlstm.LSTMState(jnp.asarray(h[4], jnp.float32), jnp.asarray(c[4], jnp.float32)),
+        jnp.asarray(x[4], jnp.float32),
+    )
     np.testing.assert_allclose(grid.h.reshape(6, -1), batched.h, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(single.h, batched.h[4], rtol=1e-6, atol=1e-7)
 
