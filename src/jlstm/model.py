@@ -18,9 +18,12 @@ import jax
 import jax.numpy as jnp
 
 from .activations import ActivationSpec, activation_name, get_activation
+from .constraints import ConstraintSpec, constraint_to_dict, get_constraint
 from .initializers import InitializerSpec, get_initializer, initializer_to_dict
 from .layer import LayerConfig
-from .stack import apply_stack, init_stack
+from .masking import masking_mask, sequence_mask
+from .regularizers import RegularizerSpec, get_regularizer, regularizer_to_dict
+from .stack import apply_stack, dropout, init_stack
 from .types import Array, DenseParams, LSTMState, ModelParams
 
 __all__ = ["ModelConfig", "apply", "init_params", "param_count"]
@@ -42,6 +45,31 @@ PER_LAYER_FIELDS = (
     "go_backwards",
     "unroll",
     "zero_output_for_mask",
+    "bidirectional",
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "recurrent_constraint",
+    "bias_constraint",
+    "output_dropout",
+)
+_REGULARIZER_FIELDS = (
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "head_kernel_regularizer",
+    "head_bias_regularizer",
+    "head_activity_regularizer",
+)
+_CONSTRAINT_FIELDS = (
+    "kernel_constraint",
+    "recurrent_constraint",
+    "bias_constraint",
+    "head_kernel_constraint",
+    "head_bias_constraint",
 )
 _ACTIVATION_FIELDS = ("activation", "recurrent_activation", "head_activation")
 _INITIALIZER_FIELDS = (
@@ -76,6 +104,16 @@ class ModelConfig:
             ``"bfloat16"`` with float32 params is mixed precision: the parameters
             and gradients stay float32, the recurrence runs in bfloat16, and
             ``apply`` returns ``param_dtype`` outputs.
+        bidirectional, output_dropout, *_regularizer, *_constraint: per-layer
+            options beyond Keras' ``LSTM`` arguments (see ``LayerConfig``): a Keras
+            ``Bidirectional`` merge mode, a Keras ``Dropout`` layer after the layer,
+            regularizers (``jlstm.regularizers``) and constraints (``jlstm.constraints``).
+        mask_value: a Keras ``Masking(mask_value)`` layer at the input: steps whose
+            features all equal it are masked (and zeroed). ``None``: no masking layer.
+        input_dropout: rate of a Keras ``Dropout`` layer on the inputs (after masking).
+        head_kernel_regularizer, head_bias_regularizer, head_activity_regularizer,
+            head_kernel_constraint, head_bias_constraint: the dense head's Keras
+            ``Dense`` regularizers and constraints.
     """
 
     input_size: int = 1
@@ -102,6 +140,22 @@ class ModelConfig:
     zero_output_for_mask: Any = False
     param_dtype: str = "float32"
     compute_dtype: str | None = None
+    bidirectional: Any = False
+    kernel_regularizer: Any = None
+    recurrent_regularizer: Any = None
+    bias_regularizer: Any = None
+    activity_regularizer: Any = None
+    kernel_constraint: Any = None
+    recurrent_constraint: Any = None
+    bias_constraint: Any = None
+    output_dropout: Any = 0.0
+    mask_value: float | None = None
+    input_dropout: float = 0.0
+    head_kernel_regularizer: RegularizerSpec = None
+    head_bias_regularizer: RegularizerSpec = None
+    head_activity_regularizer: RegularizerSpec = None
+    head_kernel_constraint: ConstraintSpec = None
+    head_bias_constraint: ConstraintSpec = None
 
     def __post_init__(self):
         sizes = self.layer_sizes
@@ -125,6 +179,18 @@ class ModelConfig:
                     f"{len(self.layer_sizes)} layers {self.layer_sizes}; "
                     "give one value or one per layer"
                 )
+        # Regularizers and constraints are stored resolved (instances), so that specs
+        # given as Keras-style dicts keep the config hashable.
+        resolvers = ((_REGULARIZER_FIELDS, get_regularizer), (_CONSTRAINT_FIELDS, get_constraint))
+        for names, resolve in resolvers:
+            for name in names:
+                value = getattr(self, name)
+                value = tuple(map(resolve, value)) if isinstance(value, tuple) else resolve(value)
+                object.__setattr__(self, name, value)
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise ValueError(f"input_dropout must be in [0, 1), got {self.input_dropout!r}")
+        if self.mask_value is not None and not isinstance(self.mask_value, int | float):
+            raise ValueError(f"mask_value must be a number or None, got {self.mask_value!r}")
         get_activation(self.head_activation)
         get_initializer(self.head_kernel_initializer)
         get_initializer(self.head_bias_initializer)
@@ -151,7 +217,7 @@ class ModelConfig:
                 value = getattr(self, name)
                 options[name] = value[idx] if isinstance(value, tuple) else value
             configs.append(LayerConfig(units=units, input_size=input_size, **options))
-            input_size = units
+            input_size = configs[-1].output_size
         return tuple(configs)
 
     def to_dict(self) -> dict:
@@ -163,8 +229,14 @@ class ModelConfig:
         out = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name in _ACTIVATION_FIELDS or field.name in _INITIALIZER_FIELDS:
+            convert = None
+            if field.name in _REGULARIZER_FIELDS:
+                convert = regularizer_to_dict
+            elif field.name in _CONSTRAINT_FIELDS:
+                convert = constraint_to_dict
+            elif field.name in _ACTIVATION_FIELDS or field.name in _INITIALIZER_FIELDS:
                 convert = _activation_to_json if "activation" in field.name else initializer_to_dict
+            if convert is not None:
                 value = [convert(v) for v in value] if isinstance(value, tuple) else convert(value)
             elif isinstance(value, tuple):
                 value = list(value)
@@ -215,7 +287,7 @@ def init_params(key: Array, config: ModelConfig) -> ModelParams:
     dtype = _check_dtype(config.param_dtype)
     k_layers, k_head, k_head_bias = jax.random.split(key, 3)
     layers = init_stack(k_layers, config.layers, dtype)
-    top = config.layer_sizes[-1]
+    top = config.layers[-1].output_size
     kernel = get_initializer(config.head_kernel_initializer)(
         k_head, (top, config.output_size), dtype
     )
@@ -233,6 +305,7 @@ def apply(
     config: ModelConfig,
     *,
     mask: Array | None = None,
+    seq_lengths: Array | None = None,
     initial_states: tuple[LSTMState | None, ...] | None = None,
     return_state: bool = False,
     training: bool = False,
@@ -246,9 +319,13 @@ def apply(
         params: ``ModelParams`` from ``init_params`` (or an interop converter).
         x: ``(B..., T, D)`` inputs (``D = config.input_size``), cast to the compute dtype.
         config: the ``ModelConfig`` the params were made for.
-        mask: optional ``(B..., T)`` step mask, passed to every layer.
-        initial_states: optional per-layer ``LSTMState`` (``None`` entries mean zeros).
-        return_state: also return the final ``LSTMState`` of every layer.
+        mask: optional ``(B..., T)`` step mask (any pattern), passed to every layer;
+            with ``config.mask_value`` it is combined (and) with the masking mask.
+        seq_lengths: optional ``(B...,)`` lengths of right-padded sequences, instead
+            of ``mask``.
+        initial_states: optional per-layer ``LSTMState`` (``BidirectionalState`` for
+            a bidirectional layer; ``None`` entries mean zeros).
+        return_state: also return the final state of every layer.
         training: activates dropout (needs ``key``).
         key: PRNG key for dropout masks.
 
@@ -256,6 +333,32 @@ def apply(
         ``y`` ``(B..., O)`` (or ``(B..., T, O)`` with ``config.return_sequences``) in
         ``config.param_dtype``; with ``return_state``, ``(y, states)``.
     """
+    y, states, _ = _forward(
+        params,
+        x,
+        config,
+        mask=mask,
+        seq_lengths=seq_lengths,
+        initial_states=initial_states,
+        training=training,
+        key=key,
+    )
+    return (y, states) if return_state else y
+
+
+def _forward(
+    params: ModelParams,
+    x: Array,
+    config: ModelConfig,
+    *,
+    mask: Array | None = None,
+    seq_lengths: Array | None = None,
+    initial_states=None,
+    training: bool = False,
+    key: Array | None = None,
+    collect_outputs: bool = False,
+):
+    """``apply``'s body: ``(y, states, layer_outputs or None)`` (see ``apply_stack``)."""
     if x.shape[-1] != config.input_size:
         raise ValueError(
             f"x has {x.shape[-1]} features per step but config.input_size is {config.input_size}"
@@ -270,7 +373,22 @@ def apply(
                 for s in initial_states
             )
     x = jnp.asarray(x, compute)
-    h, states = apply_stack(
+    if seq_lengths is not None:
+        if mask is not None:
+            raise ValueError("pass either mask or seq_lengths, not both")
+        mask = sequence_mask(seq_lengths, x.shape[-2])
+    if config.mask_value is not None:
+        # A Keras Masking layer: mask the steps whose features all equal mask_value,
+        # and zero them.
+        value_mask = masking_mask(x, config.mask_value)
+        x = jnp.where(value_mask[..., None], x, jnp.zeros((), x.dtype))
+        mask = value_mask if mask is None else jnp.logical_and(mask, value_mask)
+    if training and config.input_dropout:
+        if key is None:
+            raise ValueError("dropout in training needs a PRNG key: pass key=jax.random.key(...)")
+        key, k_input = jax.random.split(key)
+        x = dropout(x, config.input_dropout, key=k_input)
+    h, states, *outputs = apply_stack(
         params.layers,
         x,
         config.layers,
@@ -279,12 +397,13 @@ def apply(
         initial_states=initial_states,
         training=training,
         key=key,
+        collect_outputs=collect_outputs,
     )
     y = h @ params.head.kernel
     if params.head.bias is not None:
         y = y + params.head.bias
     y = get_activation(config.head_activation)(y).astype(param_dtype)
-    return (y, states) if return_state else y
+    return y, states, (outputs[0] if outputs else None)
 
 
 def param_count(params: ModelParams) -> int:
