@@ -1,0 +1,147 @@
+"""Parity with real PyTorch nn.LSTM on copied weights: outputs, final states and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import jlstm
+from jlstm.interop.pytorch import from_torch_lstm, to_torch_lstm
+
+torch.set_num_threads(1)
+TOL = 1e-5
+
+
+def _random_case(seed):
+    rng = np.random.default_rng(seed)
+    n_layers = int(rng.integers(1, 4))
+    sizes = tuple(int(s) for s in rng.integers(1, 33, n_layers))
+    return dict(
+        input_size=int(rng.integers(1, 9)),
+        sizes=sizes,
+        batch=int(rng.integers(1, 9)),
+        steps=int(rng.integers(1, 13)),
+        seed=seed,
+    )
+
+
+CASES = [_random_case(s) for s in range(5)] + [
+    dict(input_size=1, sizes=(64, 32, 16), batch=4, steps=4, seed=100)  # the seed model's stack
+]
+
+
+def _torch_stack(case):
+    torch.manual_seed(case["seed"])
+    modules, d = [], case["input_size"]
+    for h in case["sizes"]:
+        modules.append(torch.nn.LSTM(d, h, batch_first=True))
+        d = h
+    return modules
+
+
+@pytest.mark.parametrize(
+    "case", CASES, ids=lambda c: f"D{c['input_size']}-H{c['sizes']}-B{c['batch']}-T{c['steps']}"
+)
+def test_stack_outputs_states_and_gradients(case):
+    modules = _torch_stack(case)
+    rng = np.random.default_rng(case["seed"])
+    x_np = rng.normal(size=(case["batch"], case["steps"], case["input_size"])).astype(np.float32)
+    w_np = rng.normal(size=(case["batch"], case["steps"], case["sizes"][-1])).astype(np.float32)
+
+    # PyTorch: forward, final states, gradient of a weighted sum w.r.t. inputs and weights.
+    x_t = torch.tensor(x_np, requires_grad=True)
+    h, finals_t = x_t, []
+    for m in modules:
+        h, (hn, cn) = m(h)
+        finals_t.append((hn[0], cn[0]))
+    loss_t = (h * torch.tensor(w_np)).sum() + (finals_t[0][1] ** 2).sum()
+    loss_t.backward()
+
+    layers = tuple(from_torch_lstm(m)[0] for m in modules)
+
+    def forward(layers, x):
+        h, finals = x, []
+        for p in layers:
+            h, state = jlstm.lstm_layer(p, h, return_sequences=True, return_state=True)
+            finals.append(state)
+        return h, finals
+
+    def loss(layers, x):
+        h, finals = forward(layers, x)
+        return jnp.sum(h * w_np) + jnp.sum(finals[0].c ** 2)
+
+    out, finals = jax.jit(forward)(layers, jnp.asarray(x_np))
+    np.testing.assert_allclose(out, h.detach().numpy(), atol=TOL, rtol=TOL)
+    for state, (hn, cn) in zip(finals, finals_t, strict=True):
+        np.testing.assert_allclose(state.h, hn.detach().numpy(), atol=TOL, rtol=TOL)
+        np.testing.assert_allclose(state.c, cn.detach().numpy(), atol=TOL, rtol=TOL)
+
+    g_layers, g_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(layers, jnp.asarray(x_np))
+    np.testing.assert_allclose(g_x, x_t.grad.numpy(), atol=TOL, rtol=TOL)
+    for g, m in zip(g_layers, modules, strict=True):
+        np.testing.assert_allclose(g.kernel, m.weight_ih_l0.grad.numpy().T, atol=TOL, rtol=TOL)
+        np.testing.assert_allclose(
+            g.recurrent_kernel, m.weight_hh_l0.grad.numpy().T, atol=TOL, rtol=TOL
+        )
+        # The summed bias sees the same gradient as each of PyTorch's two biases.
+        np.testing.assert_allclose(g.bias, m.bias_ih_l0.grad.numpy(), atol=TOL, rtol=TOL)
+        np.testing.assert_allclose(g.bias, m.bias_hh_l0.grad.numpy(), atol=TOL, rtol=TOL)
+
+
+def test_multilayer_module_and_initial_state():
+    torch.manual_seed(7)
+    module = torch.nn.LSTM(3, 6, num_layers=2, batch_first=True)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(5, 9, 3)).astype(np.float32)
+    h0 = rng.normal(size=(2, 5, 6)).astype(np.float32)
+    c0 = rng.normal(size=(2, 5, 6)).astype(np.float32)
+    with torch.no_grad():
+        y_t, (hn, cn) = module(torch.tensor(x), (torch.tensor(h0), torch.tensor(c0)))
+    layers = from_torch_lstm(module)
+    assert len(layers) == 2
+    config = jlstm.ModelConfig(input_size=3, layer_sizes=(6, 6), return_sequences=True)
+    params = jlstm.ModelParams(layers, jlstm.DenseParams(jnp.eye(6, 1), None))
+    states = tuple(jlstm.LSTMState(jnp.asarray(h0[k]), jnp.asarray(c0[k])) for k in range(2))
+    _, finals = jlstm.apply(
+        params, jnp.asarray(x), config, initial_states=states, return_state=True
+    )
+    top = jlstm.lstm_layer(
+        layers[1],
+        jlstm.lstm_layer(layers[0], jnp.asarray(x), initial_state=states[0], return_sequences=True),
+        initial_state=states[1],
+        return_sequences=True,
+    )
+    np.testing.assert_allclose(top, y_t.numpy(), atol=TOL, rtol=TOL)
+    for k in range(2):
+        np.testing.assert_allclose(finals[k].h, hn[k].numpy(), atol=TOL, rtol=TOL)
+        np.testing.assert_allclose(finals[k].c, cn[k].numpy(), atol=TOL, rtol=TOL)
+
+
+def test_export_to_torch_round_trip():
+    cells = (
+        jlstm.init_cell_params(jax.random.key(0), 4, 8, bias_initializer="random_normal"),
+        jlstm.init_cell_params(jax.random.key(1), 8, 8, bias_initializer="random_normal"),
+    )
+    module = to_torch_lstm(cells)
+    x = np.random.default_rng(1).normal(size=(3, 7, 4)).astype(np.float32)
+    with torch.no_grad():
+        y_t, _ = module(torch.tensor(x))
+    y = jlstm.lstm_layer(
+        cells[1],
+        jlstm.lstm_layer(cells[0], jnp.asarray(x), return_sequences=True),
+        return_sequences=True,
+    )
+    np.testing.assert_allclose(y, y_t.numpy(), atol=TOL, rtol=TOL)
+    back = from_torch_lstm(module)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(cells), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-7)
+    with pytest.raises(ValueError, match="one hidden size"):
+        to_torch_lstm((cells[0], jlstm.init_cell_params(jax.random.key(2), 8, 3)))
+
+
+def test_unsupported_torch_features_are_named():
+    with pytest.raises(ValueError, match="proj_size"):
+        from_torch_lstm(torch.nn.LSTM(3, 6, proj_size=2))
+    with pytest.raises(ValueError, match="bidirectional"):
+        from_torch_lstm(torch.nn.LSTM(3, 6, bidirectional=True))
