@@ -11,37 +11,55 @@ Layers of the code follow the data: ``cell`` (one step) -> ``layer`` (scan over
 time) -> ``stack`` -> ``model`` (stack + dense head) -> ``train`` -> ``cli``.
 """
 
-from . import activations, initializers, modes
+from . import activations, constraints, initializers, masking, modes, regularizers, stateful
+from .bidirectional import BidirectionalState, bidirectional_layer
 from .cell import cell_step, init_cell_params, zero_state
-from .layer import LayerConfig, init_layer_params, lstm_layer
+from .layer import DropoutMasks, LayerConfig, draw_dropout_masks, init_layer_params, lstm_layer
+from .masking import reverse_padded, sequence_mask
 from .model import ModelConfig, apply, init_params, param_count
 from .modes import list_modes
 from .stack import apply_stack, init_stack
+from .stateful import StatefulModel, apply_stateful, init_states, reset_states, stream_step
 from .types import BidirectionalParams, CellParams, DenseParams, LSTMState, ModelParams
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BidirectionalParams",
+    "BidirectionalState",
     "CellParams",
     "DenseParams",
+    "DropoutMasks",
     "LSTMState",
     "LayerConfig",
     "ModelConfig",
     "ModelParams",
+    "StatefulModel",
     "__version__",
     "activations",
     "apply",
     "apply_stack",
+    "apply_stateful",
+    "bidirectional_layer",
     "cell_step",
+    "constraints",
+    "draw_dropout_masks",
     "init_cell_params",
     "init_layer_params",
     "init_params",
     "init_stack",
+    "init_states",
     "initializers",
     "list_modes",
     "lstm_layer",
+    "masking",
     "modes",
     "param_count",
+    "regularizers",
+    "reset_states",
+    "reverse_padded",
+    "sequence_mask",
+    "stateful",
+    "stream_step",
     "zero_state",
 ]

@@ -110,6 +110,11 @@ class LayerConfig:
                 )
             )
         object.__setattr__(self, "bidirectional", merge)
+        if merge and self.go_backwards:
+            raise ValueError(
+                "a bidirectional layer already reads both ways: go_backwards must be False "
+                "(Keras' Bidirectional rejects it too)"
+            )
         # Stored resolved so that dict specs (Keras' serialisation) stay hashable.
         for name in _REGULARIZER_FIELDS:
             object.__setattr__(self, name, get_regularizer(getattr(self, name)))
