@@ -1,0 +1,46 @@
+"""The README's example runs, its set-up commands are what CI runs, the public API is documented."""
+
+import inspect
+import pathlib
+import re
+
+import jlstm
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _python_blocks(text):
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_python_examples_run():
+    blocks = _python_blocks(README)
+    assert blocks, "the README must show a Python example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+
+
+def test_ci_runs_the_readme_setup_commands():
+    bash_blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    commands = [line.strip() for block in bash_blocks for line in block.splitlines()]
+    setup = [c for c in commands if c.startswith("pip install -e")]
+    assert len(setup) >= 2, "README must give the install-and-run and install-and-test commands"
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_command = next(c for c in setup if "[test]" in c)
+    assert test_command in ci.splitlines(), f"{test_command!r} missing from .ci/run"
+    train_command = next(c for c in setup if "jlstm train" in c or "[plot]" in c)
+    # CI adds only an output folder to the user's command.
+    assert any(line.startswith(train_command) for line in ci.splitlines()), train_command
+
+
+def test_public_api_is_documented():
+    missing = []
+    for name in jlstm.__all__:
+        obj = getattr(jlstm, name)
+        if inspect.isfunction(obj) or inspect.isclass(obj) or inspect.ismodule(obj):
+            if not (obj.__doc__ or "").strip():
+                missing.append(name)
+    assert not missing, f"public names without a docstring: {missing}"
+    for fn in (jlstm.cell_step, jlstm.lstm_layer, jlstm.apply, jlstm.init_params):
+        assert "(B..., " in fn.__doc__, f"{fn.__name__} docstring lacks shapes"
