@@ -181,7 +181,11 @@ class ModelConfig:
                 )
         # Regularizers and constraints are stored resolved (instances), so that specs
         # given as Keras-style dicts keep the config hashable.
-        resolvers = ((_REGULARIZER_FIELDS, get_regularizer), (_CONSTRAINT_FIELDS, get_constraint))
+        resolvers = (
+            (_REGULARIZER_FIELDS, get_regularizer),
+            (_CONSTRAINT_FIELDS, get_constraint),
+            (_INITIALIZER_FIELDS, _resolve_initializer),
+        )
         for names, resolve in resolvers:
             for name in names:
                 value = getattr(self, name)
@@ -256,6 +260,11 @@ class ModelConfig:
                 value = tuple(value)
             kwargs[key] = value
         return cls(**kwargs)
+
+
+def _resolve_initializer(spec: InitializerSpec) -> InitializerSpec:
+    """Keras-style dicts become initializer instances (hashable); names stay names."""
+    return get_initializer(spec) if isinstance(spec, dict) else spec
 
 
 def _activation_to_json(spec: ActivationSpec) -> str:
