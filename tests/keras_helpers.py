@@ -1,0 +1,69 @@
+"""Shared helpers for the Keras 3 parity tests (JAX backend).
+
+Imported by the ``test_keras_*``, ``test_bidirectional``, ``test_stateful``,
+``test_dropout`` and ``test_regularizers_constraints`` modules, each of which sets
+``KERAS_BACKEND`` itself before anything imports Keras.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+from jlstm import CellParams
+
+if keras.backend.backend() != "jax":
+    raise RuntimeError(
+        f"the Keras parity tests need KERAS_BACKEND=jax, but Keras runs on "
+        f"{keras.backend.backend()!r}: something imported Keras first"
+    )
+
+# float32 parity tolerance (absolute), the issue's bar.
+ATOL = 1e-5
+
+# One mask with every pattern: full, right padding, left padding, holes, all masked.
+MASK = np.array(
+    [
+        [1, 1, 1, 1, 1, 1],
+        [1, 1, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 1],
+        [1, 0, 1, 0, 0, 1],
+        [0, 0, 0, 0, 0, 0],
+    ],
+    dtype=bool,
+)
+
+
+def randomize(layer, rng: np.random.Generator, scale: float = 0.5) -> None:
+    """Overwrite every weight of a built Keras layer with N(0, scale^2) values, so that
+    parity does not lean on zero biases or small default weights."""
+    for weight in layer.weights:
+        weight.assign(rng.normal(0.0, scale, size=tuple(weight.shape)).astype("float32"))
+
+
+def cell_params(lstm) -> CellParams:
+    """``CellParams`` copied from a built ``keras.layers.LSTM`` (or its cell)."""
+    cell = getattr(lstm, "cell", lstm)
+    bias = None if cell.bias is None else jnp.asarray(np.asarray(cell.bias.value))
+    return CellParams(
+        jnp.asarray(np.asarray(cell.kernel.value)),
+        jnp.asarray(np.asarray(cell.recurrent_kernel.value)),
+        bias,
+    )
+
+
+def build_lstm(rng, units: int, input_size: int, **kwargs):
+    """A built, randomised ``keras.layers.LSTM`` and its weights as ``CellParams``."""
+    layer = keras.layers.LSTM(units, **kwargs)
+    layer.build((None, None, input_size))
+    randomize(layer, rng)
+    return layer, cell_params(layer)
+
+
+def np32(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
