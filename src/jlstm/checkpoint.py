@@ -140,6 +140,12 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_dir_atomic(path: str, write) -> None:
     """Fill a temporary sibling of ``path`` with ``write(tmpdir)``, then move it to ``path``."""
     parent = os.path.dirname(os.path.abspath(path))
@@ -148,6 +154,7 @@ def _write_dir_atomic(path: str, write) -> None:
     tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
     old = None
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
         write(tmp)
         _fsync_dir(tmp)
         if os.path.exists(path):
@@ -326,7 +333,7 @@ def load_checkpoint(
             int(saved["best_epoch"]),
             int(saved["bad_epochs"]),
             bool(saved["stopped"]),
-            list(saved["history"]),
+            tuple(saved["history"]),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path!r} has an invalid training state: {err}") from None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -270,7 +271,7 @@ class FitState(NamedTuple):
     best_epoch: int
     bad_epochs: int
     stopped: bool
-    history: list[dict[str, float]]
+    history: tuple[dict[str, float], ...]
 
     @property
     def params(self) -> ModelParams:
@@ -278,15 +279,18 @@ class FitState(NamedTuple):
         return self.best_params if self.best_epoch > 0 else self.train.params
 
 
+# One compiled program instead of dozens of small eager ones (orthogonal init's QR...).
+_init_params = jax.jit(init_params, static_argnames="config")
+
+
 def init_fit_state(
     config: ModelConfig, optimizer: optax.GradientTransformation, seed: int
 ) -> FitState:
     """The state before the first epoch: weights from ``jax.random.key(seed)``."""
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
-    # One compiled program instead of dozens of small eager ones (orthogonal init's QR...).
-    params = jax.jit(init_params, static_argnames="config")(init_key, config)
+    params = _init_params(init_key, config)
     train = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), dropout_key)
-    return FitState(train, 0, params, math.inf, 0, 0, False, [])
+    return FitState(train, 0, params, math.inf, 0, 0, False, ())
 
 
 class Progress:
@@ -393,9 +397,17 @@ def fit(
         if len(val_data[0]) == 0:
             val_data = None
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)
-    optimizer = make_optimizer(cfg, steps_per_epoch)
-    step_fn = make_train_step(config, optimizer, loss=cfg.loss, penalty=penalty, project=project)
-    eval_fn = make_eval_loss(config, loss=cfg.loss)
+    # Fields that do not change the compiled step are normalised so that runs differing
+    # only in them (another seed, another patience) share one compiled program.
+    shape = dataclasses.replace(
+        cfg,
+        seed=0,
+        patience=None,
+        min_delta=0.0,
+        restore_best=True,
+        epochs=cfg.epochs if cfg.schedule != "constant" else 1,
+    )
+    optimizer, step_fn, eval_fn = _programs(config, shape, steps_per_epoch, penalty, project)
     lr_at = learning_rate_schedule(cfg, steps_per_epoch)
     if state is None:
         state = init_fit_state(config, optimizer, cfg.seed)
@@ -439,7 +451,10 @@ def fit(
                 "seconds": seconds,
             }
         )
-        state = FitState(train, epoch, best_params, best_loss, best_epoch, bad, stopped, history)
+        # A snapshot: callers may keep states (checkpoints), so the history is copied.
+        state = FitState(
+            train, epoch, best_params, best_loss, best_epoch, bad, stopped, tuple(history)
+        )
         fields = {"loss": train_loss, "val_loss": val_loss, "best": best_loss}
         progress.update(epoch, fields, len(x_train) / max(seconds, 1e-9))
         if on_epoch_end is not None:
@@ -454,6 +469,14 @@ def fit(
         else None
     )
     return state
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(config: ModelConfig, cfg: TrainConfig, steps_per_epoch: int, penalty, project):
+    """The optimizer and the jitted train and eval functions of a run (cached)."""
+    optimizer = make_optimizer(cfg, steps_per_epoch)
+    step_fn = make_train_step(config, optimizer, loss=cfg.loss, penalty=penalty, project=project)
+    return optimizer, step_fn, make_eval_loss(config, loss=cfg.loss)
 
 
 def _flat(data, config: ModelConfig, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,280 @@
+"""jlstm.data: windows (exact values), splits (no leakage), scalers, CSV loading, datasets."""
+
+import numpy as np
+import pytest
+
+from jlstm.data import (
+    DataError,
+    FeatureConfig,
+    Pipeline,
+    Series,
+    calendar_features,
+    date_step,
+    feature_defaults,
+    fit_scaler,
+    future_dates,
+    list_datasets,
+    load_csv,
+    load_dataset,
+    make_windows,
+    parse_dates,
+    season_from_dates,
+    split_bounds,
+    window_count,
+    window_targets,
+)
+
+# -- windows --------------------------------------------------------------------------------
+
+
+def test_make_windows_exact_values():
+    series = np.arange(10.0)
+    x, y = make_windows(series, steps=3, horizon=2, stride=2)
+    # starts 0, 2, 4: the last window needs rows 4..8 (row 9 would start a 4th at 6..10).
+    np.testing.assert_array_equal(x[..., 0], [[0, 1, 2], [2, 3, 4], [4, 5, 6]])
+    np.testing.assert_array_equal(y[..., 0], [[3, 4], [5, 6], [7, 8]])
+    assert x.shape == (3, 3, 1) and y.shape == (3, 2, 1)
+    assert window_count(10, 3, 2, 2) == 3
+
+
+def test_make_windows_multivariate_with_separate_targets():
+    series = np.arange(12.0).reshape(6, 2)  # rows [0,1], [2,3], ...
+    targets = -np.arange(6.0)
+    x, y = make_windows(series, steps=2, targets=targets)
+    assert x.shape == (4, 2, 2) and y.shape == (4, 1, 1)
+    np.testing.assert_array_equal(x[0], [[0, 1], [2, 3]])
+    np.testing.assert_array_equal(x[3], [[6, 7], [8, 9]])
+    np.testing.assert_array_equal(y[:, 0, 0], [-2, -3, -4, -5])
+
+
+def test_make_windows_too_short_and_bad_arguments():
+    x, y = make_windows(np.arange(4.0), steps=4, horizon=1)
+    assert x.shape == (0, 4, 1) and y.shape == (0, 1, 1)
+    for kwargs in ({"steps": 0}, {"steps": 2, "horizon": 0}, {"steps": 2, "stride": -1}):
+        with pytest.raises(DataError, match="positive integer"):
+            make_windows(np.arange(8.0), **kwargs)
+    with pytest.raises(DataError, match="targets"):
+        make_windows(np.arange(8.0), 2, targets=np.arange(7.0))
+
+
+# -- splits ----------------------------------------------------------------------------------
+
+
+def test_split_bounds_counts_and_fractions():
+    assert split_bounds(144, 24, 24, steps=4) == (96, 120, 144)
+    assert split_bounds(100, 0.15, 0.15, steps=4) == (70, 85, 100)
+    assert split_bounds(100, 10.0, 0.2, steps=4) == (70, 80, 100)
+    with pytest.raises(DataError, match="too short"):
+        split_bounds(20, 8, 8, steps=4)
+    with pytest.raises(DataError, match="val_size"):
+        split_bounds(100, 1.5, 10, steps=4)
+    with pytest.raises(DataError, match="test_size"):
+        split_bounds(100, 10, 0, steps=4)
+
+
+def _series(values, dates=None, covariates=None):
+    values = np.asarray(values, float)
+    cov = np.zeros((len(values), 0)) if covariates is None else np.asarray(covariates, float)
+    names = tuple(f"c{i}" for i in range(cov.shape[1]))
+    return Series(values, cov, dates, ("y",), names, "test")
+
+
+def test_windows_never_cross_a_split_boundary():
+    rng = np.random.default_rng(0)
+    series = _series(rng.normal(size=60).cumsum() + 50)
+    for horizon, stride in ((1, 1), (3, 2)):
+        cfg = FeatureConfig(steps=5, horizon=horizon, stride=stride, val_size=12, test_size=15)
+        pipe = Pipeline.fit(series, cfg)
+        bounds = pipe.bounds_for(series, cfg)
+        for name, (start, stop) in bounds.segments().items():
+            w = pipe.windows(series)[name]
+            first_input = w.origin - cfg.steps + 1
+            last_target = w.origin + horizon
+            assert first_input.min() >= start and last_target.max() < stop, name
+            assert len(w.x) == window_count(stop - start, 5, horizon, stride)
+            # The inputs are exactly the scaled rows the origins say.
+            rows = first_input[:, None] + np.arange(cfg.steps)
+            np.testing.assert_allclose(
+                w.x[..., 0], pipe.levels(series.values)[rows, 0], rtol=1e-6, atol=1e-6
+            )
+
+
+def test_scaler_is_fit_on_training_rows_only():
+    rng = np.random.default_rng(1)
+    values = rng.normal(10, 2, 80)
+    cfg = FeatureConfig(steps=4, val_size=20, test_size=20)
+    pipe = Pipeline.fit(_series(values), cfg)
+    assert pipe.target_scaler.shift[0] == pytest.approx(values[:40].mean(), abs=1e-12)
+    assert pipe.target_scaler.scale[0] == pytest.approx(values[:40].std(), abs=1e-12)
+    # Changing validation and test values changes neither the scaler nor the training windows.
+    changed = values.copy()
+    changed[40:] *= 100
+    other = Pipeline.fit(_series(changed), cfg)
+    np.testing.assert_array_equal(other.target_scaler.shift, pipe.target_scaler.shift)
+    np.testing.assert_array_equal(
+        other.windows(_series(changed))["train"].x, pipe.windows(_series(values))["train"].x
+    )
+
+
+@pytest.mark.parametrize("kind", ["standard", "minmax", "none"])
+def test_scaler_round_trip(kind):
+    rng = np.random.default_rng(2)
+    x = rng.normal(3, 5, (50, 3))
+    scaler = fit_scaler(kind, x[:30])
+    z = scaler.transform(x)
+    np.testing.assert_allclose(scaler.inverse(z), x, rtol=0, atol=1e-12)
+    if kind == "standard":
+        np.testing.assert_allclose(z[:30].mean(0), 0, atol=1e-12)
+        np.testing.assert_allclose(z[:30].std(0), 1, atol=1e-12)
+    if kind == "minmax":
+        np.testing.assert_allclose(z[:30].min(0), 0, atol=1e-12)
+        np.testing.assert_allclose(z[:30].max(0), 1, atol=1e-12)
+        assert (z[30:] > 1).any() or (z[30:] < 0).any()  # test values are not clipped
+
+
+def test_constant_column_is_refused():
+    with pytest.raises(DataError, match="constant"):
+        fit_scaler("standard", np.ones((10, 1)), ["target 'y'"])
+    with pytest.raises(DataError, match="constant"):
+        Pipeline.fit(_series(np.full(40, 7.0)), FeatureConfig(val_size=8, test_size=8))
+    covs = np.c_[np.arange(40.0), np.ones(40)]
+    with pytest.raises(DataError, match="covariate 'c1' is constant"):
+        Pipeline.fit(
+            _series(np.arange(40.0), covariates=covs), FeatureConfig(val_size=8, test_size=8)
+        )
+
+
+def test_delta_log_pipeline_round_trips_to_original_units():
+    series = load_dataset("airline_passengers")
+    cfg = FeatureConfig(**feature_defaults("airline_passengers"))
+    pipe = Pipeline.fit(series, cfg)
+    for w in pipe.windows(series).values():
+        # The model targets, mapped back, are the true values after each origin.
+        back = pipe.to_original(w.y, w.last)
+        want = window_targets(series, w.origin, cfg.horizon)
+        np.testing.assert_allclose(back, want, rtol=2e-6)
+        # delta: the last input level is 0 and `last` is that row's scaled log value.
+        np.testing.assert_array_equal(w.x[:, -1, 0], 0.0)
+        np.testing.assert_allclose(pipe.from_levels(w.last), series.values[w.origin], rtol=1e-12)
+    assert pipe.input_size == 3 and pipe.output_size == 1
+
+
+def test_calendar_features_exact():
+    dates = np.array(["2000-01", "2000-04", "2000-07", "2000-10"], dtype="datetime64[M]")
+    feats = calendar_features(dates, ("month",))
+    np.testing.assert_allclose(feats, [[0, 1], [1, 0], [0, -1], [-1, 0]], atol=1e-12)
+    days = np.array(["2024-01-01", "2024-01-03"], dtype="datetime64[D]")  # Monday, Wednesday
+    np.testing.assert_allclose(
+        calendar_features(days, ("weekday",))[:, 0], np.sin(2 * np.pi * np.array([0, 2]) / 7)
+    )
+
+
+def test_log_needs_positive_values_and_calendar_needs_dates():
+    with pytest.raises(DataError, match="log transform needs positive"):
+        Pipeline.fit(_series(np.arange(40.0)), FeatureConfig(log=True, val_size=8, test_size=8))
+    with pytest.raises(DataError, match="need a date column"):
+        Pipeline.fit(
+            _series(np.arange(1.0, 41.0)),
+            FeatureConfig(calendar=("month",), val_size=8, test_size=8),
+        )
+    with pytest.raises(DataError, match="unknown calendar"):
+        FeatureConfig(calendar=("moon",))
+
+
+# -- CSV ----------------------------------------------------------------------------------------
+
+
+def _write(tmp_path, text, name="data.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_load_csv_columns_dates_and_covariates(tmp_path):
+    path = _write(
+        tmp_path,
+        "when,sales,price,promo\n2020-01-06,10,1.5,0\n2020-01-13,12,1.4,1\n\n2020-01-20,11,1.6,0\n",
+    )
+    s = load_csv(path, target="sales", covariates=["price", "promo"], date_column="when")
+    assert s.target_names == ("sales",) and s.covariate_names == ("price", "promo")
+    np.testing.assert_array_equal(s.values[:, 0], [10, 12, 11])
+    np.testing.assert_array_equal(s.covariates, [[1.5, 0], [1.4, 1], [1.6, 0]])
+    assert s.dates.dtype == np.dtype("datetime64[D]") and date_step(s.dates) == ("D", 7)
+    assert season_from_dates(s.dates) == 52
+    np.testing.assert_array_equal(
+        future_dates(s.dates, 2), np.array(["2020-01-27", "2020-02-03"], dtype="datetime64[D]")
+    )
+    # One column besides the auto-detected date column: it is the target.
+    s2 = load_csv(_write(tmp_path, "Month,v\n1949-01,1\n1949-02,2\n", "b.csv"))
+    assert s2.target_names == ("v",) and date_step(s2.dates) == ("M", 1)
+
+
+def test_load_csv_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_csv(tmp_path / "missing.csv")
+    good = _write(tmp_path, "date,a,b\n2000,1,2\n2001,3,4\n")
+    with pytest.raises(DataError, match=r"no column 'zz'.*columns are \['date', 'a', 'b'\]"):
+        load_csv(good, target="zz")
+    with pytest.raises(DataError, match="name the column to forecast with --target"):
+        load_csv(good)
+    bad = _write(tmp_path, "date,a\n2000,1\n2001,abc\n", "bad.csv")
+    with pytest.raises(DataError, match=r"line 3: column 'a' has the non-numeric value 'abc'"):
+        load_csv(bad)
+    inf = _write(tmp_path, "date,a\n2000,1\n2001,inf\n", "inf.csv")
+    with pytest.raises(DataError, match="non-finite value 'inf'"):
+        load_csv(inf)
+    unsorted = _write(tmp_path, "date,a\n2001,1\n2000,2\n", "unsorted.csv")
+    with pytest.raises(DataError, match="strictly increasing"):
+        load_csv(unsorted)
+    with pytest.raises(DataError, match="cannot parse '31/01/2000'"):
+        load_csv(_write(tmp_path, "date,a\n31/01/2000,1\n", "dmy.csv"))
+    s = load_csv(_write(tmp_path, "date,a\n31/01/2000,1\n", "dmy2.csv"), date_format="%d/%m/%Y")
+    assert str(s.dates[0]) == "2000-01-31"
+
+
+def test_missing_values_error_by_default_and_fill_policies(tmp_path):
+    path = _write(tmp_path, "t,a\n2001,1\n2002,\n2003,NaN\n2004,7\n")
+    with pytest.raises(DataError, match=r"2 row\(s\) with missing values \(first at line 3\)"):
+        load_csv(path, target="a")
+    ffill = load_csv(path, date_column="", target="a", fill="ffill").values[:, 0]
+    np.testing.assert_array_equal(ffill, [1, 1, 1, 7])
+    linear = load_csv(path, date_column="", target="a", fill="linear").values[:, 0]
+    np.testing.assert_array_equal(linear, [1, 3, 5, 7])
+    dropped = load_csv(path, date_column="t", fill="drop")
+    np.testing.assert_array_equal(dropped.values[:, 0], [1, 7])
+    assert [str(d) for d in dropped.dates] == ["2001", "2004"]
+    lead = _write(tmp_path, "a\n\nNA\n2\n", "lead.csv")
+    with pytest.raises(DataError, match="ffill cannot fill"):
+        load_csv(lead, fill="ffill")
+
+
+def test_parse_dates_formats():
+    assert str(parse_dates(["19580329"])[0]) == "1958-03-29"
+    assert parse_dates(["1700", "1701"]).dtype == np.dtype("datetime64[Y]")
+    assert parse_dates(["2000-01-01T06:00", "2000-01-01T07:00"]).dtype == np.dtype("datetime64[h]")
+
+
+# -- built-in datasets ---------------------------------------------------------------------------
+
+
+def test_airline_invariants():
+    s = load_dataset()
+    v = s.values[:, 0]
+    assert len(v) == 144 and v.sum() == 40363 and v[0] == 112 and v[-1] == 432
+    assert v.min() == 104 and str(s.dates[v.argmin()]) == "1949-11"
+    assert v.max() == 622 and str(s.dates[v.argmax()]) == "1960-07"
+    assert s.source == "dataset:airline_passengers"
+
+
+def test_every_builtin_dataset_loads():
+    sizes = {d.name: len(load_dataset(d.name)) for d in list_datasets()}
+    assert sizes == {
+        "airline_passengers": 144,
+        "co2_mauna_loa_weekly": 2284,
+        "sunspots_yearly": 309,
+        "nile": 100,
+    }
+    with pytest.raises(DataError, match="59 row"):
+        load_dataset("co2_mauna_loa_weekly", fill="error")
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        load_dataset("nope")

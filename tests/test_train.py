@@ -1,0 +1,198 @@
+"""jlstm.train: one compile per run, hooks inside the step, determinism, early stopping."""
+
+import io
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jlstm
+from jlstm.train import (
+    FitState,
+    Progress,
+    TrainConfig,
+    fit,
+    history_to_csv,
+    init_fit_state,
+    learning_rate_schedule,
+    make_eval_loss,
+    make_optimizer,
+    make_train_step,
+)
+
+CONFIG = jlstm.ModelConfig(input_size=2, layer_sizes=(8,), output_size=1)
+# The fit tests share one model (and, through fit's cache, one compiled step); it has
+# dropout so that determinism covers the dropout keys.
+DROPOUT = jlstm.ModelConfig(input_size=2, layer_sizes=(8,), output_size=1, dropout=0.2)
+
+
+def _data(n, seed=0):
+    """Windows of a sine at random phases: 4 steps of (sin, cos) predict the next sin."""
+    phase = np.random.default_rng(seed).uniform(0, 2 * np.pi, (n, 1)) + 0.3 * np.arange(4)
+    x = np.stack([np.sin(phase), np.cos(phase)], -1).astype(np.float32)  # (n, 4, 2)
+    y = np.sin(phase[:, -1:] + 0.3).astype(np.float32)  # (n, 1)
+    return x, y
+
+
+TRAIN = _data(40, 0)
+VAL = _data(12, 1)
+TINY = TrainConfig(epochs=6, batch_size=16, learning_rate=1e-2, patience=None)
+
+
+def test_one_program_for_every_step_and_padding_rows_change_nothing():
+    traces = []
+
+    def penalty(params):
+        traces.append(1)  # runs only while tracing
+        return 0.0
+
+    optimizer = make_optimizer(TINY, 3)
+    step = make_train_step(CONFIG, optimizer, penalty=penalty)
+    start = init_fit_state(CONFIG, optimizer, 0).train
+    x, y = TRAIN
+    ones = np.ones(16, np.float32)
+    state, _ = step(start, x[:16], y[:16], ones)
+    state, _ = step(state, x[16:32], y[16:32], ones)
+    # A last batch of 8 windows padded to 16 with zero-weight junk rows...
+    w = np.r_[np.ones(8), np.zeros(8)].astype(np.float32)
+    padded, loss_padded = step(start, np.r_[x[:8], 100 * x[8:16]], np.r_[y[:8], -y[8:16]], w)
+    # ...equals the same 8 windows twice (same mean loss, same gradient).
+    twice, loss_twice = step(start, np.r_[x[:8], x[:8]], np.r_[y[:8], y[:8]], ones)
+    assert len(traces) == 1 and step._cache_size() == 1
+    assert int(state.step) == 2 and int(padded.step) == 1
+    assert float(loss_padded) == pytest.approx(float(loss_twice), rel=1e-6)
+    for a, b in zip(jax.tree.leaves(padded.params), jax.tree.leaves(twice.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    total, count = make_eval_loss(CONFIG)(start.params, np.r_[x[:8], x[8:16]], y[:16], w)
+    assert float(total / count) == pytest.approx(float(loss_twice), rel=1e-6)
+
+
+def test_penalty_is_added_and_project_is_applied_inside_the_step():
+    optimizer = optax.sgd(0.5)
+    state = init_fit_state(CONFIG, optimizer, 0).train
+    x, y = TRAIN[0][:16], TRAIN[1][:16]
+    w = np.ones(16, np.float32)
+
+    def l2(params):
+        return 1e-3 * sum(jnp.sum(a * a) for a in jax.tree.leaves(params))
+
+    def clip(params):
+        return jax.tree.map(lambda a: jnp.clip(a, -0.05, 0.05), params)
+
+    plain = make_train_step(CONFIG, optimizer)
+    hooked = make_train_step(CONFIG, optimizer, penalty=l2, project=clip)
+    s_plain, loss_plain = plain(state, x, y, w)
+    s_hooked, loss_hooked = hooked(state, x, y, w)
+
+    @jax.jit
+    def reference(params, after_plain):
+        # The penalty's gradient joins the update, then the projection: sgd by hand.
+        grad = jax.grad(l2)(params)
+        return l2(params), clip(jax.tree.map(lambda p, g: p - 0.5 * g, after_plain, grad))
+
+    penalty, want = reference(state.params, s_plain.params)
+    assert float(loss_hooked) == pytest.approx(float(loss_plain) + float(penalty), rel=1e-6)
+    bound = np.float32(0.05)
+    assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(s_hooked.params)) <= bound
+    for got, ref in zip(jax.tree.leaves(s_hooked.params), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def _leaves_equal(a, b) -> bool:
+    def raw(leaf):
+        is_key = jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+        return np.asarray(jax.random.key_data(leaf) if is_key else leaf)
+
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return all(np.array_equal(raw(u), raw(v)) for u, v in pairs)
+
+
+def test_same_seed_same_result_with_dropout_and_shuffling():
+    a = fit(DROPOUT, TRAIN, VAL, TINY, progress=False)
+    b = fit(DROPOUT, TRAIN, VAL, TINY, progress=False)
+    c = fit(DROPOUT, TRAIN, VAL, TrainConfig(**{**TINY.to_dict(), "seed": 1}), progress=False)
+    assert _leaves_equal(a.params, b.params) and _leaves_equal(a.train, b.train)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert not _leaves_equal(a.params, c.params)
+    assert a.history[-1]["val_loss"] < a.history[0]["val_loss"]  # it learns
+
+
+def test_continuing_from_a_saved_state_is_bit_identical():
+    whole = fit(DROPOUT, TRAIN, VAL, TINY, progress=False)
+    saved = []
+    fit(DROPOUT, TRAIN, VAL, TINY, on_epoch_end=saved.append, progress=False)
+    resumed = fit(DROPOUT, TRAIN, VAL, TINY, state=saved[2], progress=False)
+    assert resumed.epoch == 6
+    assert _leaves_equal(resumed.train, whole.train)
+    assert _leaves_equal(resumed.params, whole.params)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+
+
+def test_early_stopping_restores_the_best_weights():
+    cfg = TrainConfig(epochs=40, batch_size=16, learning_rate=1e-2, patience=3)
+    seen = []
+    state = fit(DROPOUT, TRAIN, _data(12, 7), cfg, on_epoch_end=seen.append, progress=False)
+    val = [h["val_loss"] for h in state.history]
+    best = int(np.argmin(val))
+    assert state.best_epoch == best + 1 and state.best_loss == val[best]
+    assert _leaves_equal(state.params, seen[best].train.params)
+    # With this seed the validation loss stalls after epoch 13 (deterministic).
+    assert state.stopped and state.epoch == state.best_epoch + cfg.patience < cfg.epochs
+    last_only = fit(
+        DROPOUT,
+        TRAIN,
+        _data(12, 7),
+        TrainConfig(**{**cfg.to_dict(), "restore_best": False}),
+        progress=False,
+    )
+    assert _leaves_equal(last_only.params, last_only.train.params)
+
+
+def test_optimizer_clipping_and_schedules():
+    cfg = TrainConfig(optimizer="sgd", learning_rate=1.0, clip_norm=0.5)
+    opt = make_optimizer(cfg, 10)
+    grads = {"w": jnp.full((3,), 100.0)}
+    updates, _ = opt.update(grads, opt.init(grads))
+    assert float(optax.tree.norm(updates)) == pytest.approx(0.5, rel=1e-6)
+    cosine = learning_rate_schedule(TrainConfig(epochs=10, schedule="cosine"), 5)
+    assert float(cosine(0)) == pytest.approx(1e-3) and float(cosine(50)) == pytest.approx(0.0)
+    warm = learning_rate_schedule(
+        TrainConfig(epochs=10, schedule="warmup_cosine", warmup_epochs=2), 5
+    )
+    assert float(warm(0)) == 0.0 and float(warm(10)) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        TrainConfig(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig(learning_rate=-1.0)
+    with pytest.raises(ValueError, match="patience"):
+        TrainConfig(patience=0)
+
+
+def test_fit_checks_shapes():
+    with pytest.raises(ValueError, match=r"\(N, steps, 2\)"):
+        fit(CONFIG, (np.zeros((4, 3, 5)), np.zeros((4, 1))), None, TINY, progress=False)
+    with pytest.raises(ValueError, match="1 values per window"):
+        fit(CONFIG, (np.zeros((4, 3, 2)), np.zeros((4, 2))), None, TINY, progress=False)
+
+
+def test_progress_bar_and_history_csv():
+    stream = io.StringIO()
+    bar = Progress(20, stream=stream)
+    for epoch in range(1, 21):
+        bar.update(epoch, {"loss": 0.5, "val_loss": None}, 1234.0)
+    bar.close("done")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("epoch  1/20 [#") and "loss 0.5" in lines[0]
+    assert "1,234 win/s" in lines[0] and "val_loss" not in lines[0]
+    assert len(lines) == 12 and lines[-1] == "done"  # epochs 1, 2, 4, ..., 20 and the note
+    csv = history_to_csv([{"epoch": 1, "loss": 0.5, "val_loss": None, "lr": 1e-3, "seconds": 2}])
+    assert csv == "epoch,loss,val_loss,lr,seconds\n1,0.5,,0.001,2\n"
+
+
+def test_fit_state_params_before_validation():
+    state = init_fit_state(CONFIG, make_optimizer(TINY, 1), 0)
+    assert isinstance(state, FitState) and state.best_epoch == 0 and math.isinf(state.best_loss)
+    assert state.params is state.train.params
