@@ -356,7 +356,7 @@ def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:
             opt.flag,
             dest=opt.name,
             action=argparse.BooleanOptionalAction,
-            default=None,
+            default=argparse.SUPPRESS,
             help=f"{opt.help} (default: {'on' if opt.default else 'off'}, or the dataset's)",
         )
         return
@@ -375,7 +375,9 @@ def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:
         opt.flag,
         dest=opt.name,
         type=convert,
-        default=None,
+        # Absent unless given, so that an explicit value that converts to None
+        # (--patience 0, --clip-norm none) still overrides the config file and defaults.
+        default=argparse.SUPPRESS,
         metavar=opt.metavar,
         help=opt.help + shown,
     )
@@ -526,9 +528,7 @@ def _read_toml(path: str) -> dict[str, Any]:
 def _explicit(args: argparse.Namespace) -> dict[str, Any]:
     """Options given on the command line or in --config (flags win)."""
     given = _read_toml(args.config) if args.config else {}
-    given.update(
-        {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
-    )
+    given.update({name: value for name, value in vars(args).items() if name in _BY_NAME})
     return given
 
 

@@ -1,0 +1,297 @@
+"""The ``jlstm`` CLI end to end, and every bad input: one line, exit 2, nothing written."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jlstm.cli import main
+from jlstm.data import load_dataset
+
+# Small and quick: one 8-unit layer, a few epochs (the full default run is in the slow tier).
+FAST = ["--layers", "8", "--epochs", "3", "--quiet"]
+
+
+def run(capsys, *argv):
+    """``(exit status, stdout, stderr)`` of ``jlstm *argv`` run in this process."""
+    try:
+        status = main(list(argv))
+    except SystemExit as exit_:  # argparse: --help, usage errors
+        status = exit_.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_usage_error(capsys, argv, match, *, absent=()):
+    status, out, err = run(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert status == 2, (status, out, err)
+    assert len(lines) == 1 and "error" in lines[0], err
+    assert "Traceback" not in err + out
+    assert match in lines[0], lines[0]
+    for path in absent:
+        assert not os.path.exists(path), f"{path} was written"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One small default-data run shared by the end-to-end tests."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    status = main(["train", "--out", str(out), *FAST])
+    assert status == 0
+    return out
+
+
+def test_train_writes_every_output(trained_run, capsys):
+    files = sorted(os.listdir(trained_run))
+    assert files == [
+        "checkpoint",
+        "forecast.png",
+        "history.csv",
+        "history.json",
+        "metrics.json",
+        "predictions.csv",
+    ]
+    assert sorted(os.listdir(trained_run / "checkpoint")) == ["arrays.npz", "config.json"]
+    assert (trained_run / "forecast.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for who in ("model", "naive", "seasonal_naive"):
+        assert set(metrics["test"][who]) == {"rmse", "mae", "mape", "smape", "mase"}
+    # The documented split: last 24 months test, 24 before validation, windows inside each.
+    split = metrics["split"]
+    assert split["train"]["rows"] == [0, 96] and split["test"]["rows"] == [120, 144]
+    assert split["test"]["targets_from"] == "1959-05" and split["test"]["windows"] == 20
+    # Baselines on exactly the test targets.
+    series = load_dataset().values[:, 0]
+    assert metrics["test"]["naive"]["rmse"] == pytest.approx(
+        np.sqrt(np.mean((series[124:] - series[123:-1]) ** 2)), rel=1e-12
+    )
+    assert metrics["test"]["seasonal_naive"]["rmse"] == pytest.approx(
+        np.sqrt(np.mean((series[124:] - series[112:-12]) ** 2)), rel=1e-12
+    )
+    history = json.loads((trained_run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    with open(trained_run / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 20 and rows[0]["date"] == "1959-05" and float(rows[0]["actual"]) == 420
+
+
+def test_evaluate_reproduces_the_training_metrics(trained_run, capsys, tmp_path):
+    status, out, err = run(capsys, "evaluate", str(trained_run), "--out", str(tmp_path / "ev"))
+    assert status == 0, err
+    assert "seasonal_naive" in out and "test: 20 forecasts of 1959-05..1960-12" in out
+    again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    first = json.loads((trained_run / "metrics.json").read_text())
+    assert again["test"] == first["test"] and again["val"] == first["val"]
+
+
+def test_predict_writes_future_dates(trained_run, capsys, tmp_path):
+    target = tmp_path / "f.csv"
+    status, _, err = run(
+        capsys, "predict", str(trained_run / "checkpoint"), "-n", "14", "-o", str(target)
+    )
+    assert status == 0, err
+    with open(target) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["date", "Passengers"] and len(rows) == 15
+    assert rows[1][0] == "1961-01" and rows[-1][0] == "1962-02"
+    assert all(np.isfinite(float(r[1])) and float(r[1]) > 0 for r in rows[1:])
+    status, out, _ = run(capsys, "predict", str(trained_run), "-n", "3")
+    assert status == 0 and out.splitlines()[1:] == [",".join(r) for r in rows[1:4]]
+
+
+def test_datasets_and_help(capsys):
+    status, out, _ = run(capsys, "datasets")
+    assert status == 0
+    for name in ("airline_passengers (default)", "co2_mauna_loa_weekly", "sunspots_yearly", "nile"):
+        assert name in out
+    for argv in ([], ["train"], ["evaluate"], ["predict"], ["datasets"]):
+        status, out, _ = run(capsys, *argv, "--help")
+        assert status == 0 and out.startswith("usage: jlstm"), argv
+
+
+def _csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def _monthly(n, start=2000):
+    return [f"{start + i // 12}-{i % 12 + 1:02d}" for i in range(n)]
+
+
+def test_user_csv_with_covariates_direct_horizon_and_toml(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = 90
+    promo = rng.integers(0, 2, n)
+    sales = 50 + np.arange(n) * 0.5 + 8 * promo + rng.normal(0, 1, n)
+    data = _csv(
+        tmp_path / "sales.csv",
+        ["month", "sales", "promo"],
+        zip(_monthly(n), np.round(sales, 3), promo, strict=True),
+    )
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'data = "{data.as_posix()}"\ntarget = "sales"\ncovariates = ["promo"]\n'
+        '[features]\nhorizon = 2\ndelta = true\ncalendar = ["month"]\n'
+        "[model]\nlayers = [8]\n[train]\nepochs = 2\n"
+    )
+    out = tmp_path / "run"
+    status, stdout, err = run(
+        capsys, "train", "--config", str(config), "--out", str(out), "--quiet", "--no-plot"
+    )
+    assert status == 0, err
+    assert not (out / "forecast.png").exists()
+    stored = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert stored["model"]["input_size"] == 4 and stored["model"]["output_size"] == 2
+    assert stored["train"]["epochs"] == 2 and stored["meta"]["season"] == 12
+    with open(out / "predictions.csv") as f:
+        leads = {row["lead"] for row in csv.DictReader(f)}
+    assert leads == {"1", "2"}
+    status, stdout, err = run(capsys, "predict", str(out), "-n", "2")
+    assert status == 0 and len(stdout.splitlines()) == 3, err
+    assert_usage_error(capsys, ["predict", str(out), "-n", "5"], "future values are unknown")
+
+
+def test_resume_of_a_finished_run_and_conflicting_flags(trained_run, capsys):
+    before = (trained_run / "checkpoint" / "arrays.npz").read_bytes()
+    assert_usage_error(
+        capsys,
+        ["train", "--out", str(trained_run), "--resume", "--epochs", "9"],
+        "--epochs 9 differs from the run's 3",
+    )
+    status, _, err = run(capsys, "train", "--out", str(trained_run), "--resume", "--quiet")
+    assert status == 0, err
+    assert (trained_run / "checkpoint" / "arrays.npz").read_bytes() == before
+
+
+# -- bad input: one line on stderr, exit status 2, no traceback, nothing written ---------------
+
+
+@pytest.fixture()
+def bad_files(tmp_path):
+    dates = _monthly(60)
+    values = [str(100 + i) for i in range(60)]
+
+    def variant(name, index, cell):
+        cells = list(values)
+        cells[index] = cell
+        return _csv(tmp_path / name, ["date", "y"], zip(dates, cells, strict=True))
+
+    return {
+        "good": _csv(tmp_path / "good.csv", ["date", "y"], zip(dates, values, strict=True)),
+        "text": variant("text.csv", 30, "n/a?"),
+        "nan": variant("nan.csv", 30, "NaN"),
+        "inf": variant("inf.csv", 30, "-inf"),
+        "short": _csv(tmp_path / "short.csv", ["date", "y"], zip(dates[:12], values, strict=False)),
+        "constant": _csv(tmp_path / "c.csv", ["date", "y"], [(d, 5) for d in dates]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--data", "{tmp}/missing.csv"], "does not exist"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--data", "{good}", "--target", "zz"], "no column 'zz'"),
+        (["--data", "{text}"], "non-numeric value 'n/a?'"),
+        (["--data", "{nan}"], "missing values (first at line 32)"),
+        (["--data", "{inf}"], "non-finite value '-inf'"),
+        (["--data", "{short}"], "too short"),
+        (["--data", "{constant}"], "constant"),
+        (["--data", "{good}", "--log", "--val-size", "50"], "too short"),
+        (["--dataset", "nile", "--target", "x"], "fixed columns"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--lr", "abc"], "--lr must be a number"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--val-size", "1.5"], "--val-size must be a row count"),
+        (["--scaler", "robust"], "--scaler must be one of"),
+        (["--layers", "8,x"], "--layers must be an integer"),
+        (["--dropout", "1"], "--dropout must be < 1"),
+        (["--calendar", "moon"], "--calendar must be one of"),
+        (["--season", "200"], "--season 200 is longer than the data"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--config", "{tmp}/none.toml"], "does not exist"),
+        (["--config", "{badtoml}"], "unknown option 'epoch'"),
+    ],
+)
+def test_bad_train_input(argv, match, tmp_path, bad_files, capsys):
+    badtoml = tmp_path / "bad.toml"
+    badtoml.write_text("[train]\nepoch = 3\n")
+    names = {k: str(v) for k, v in bad_files.items()} | {
+        "tmp": str(tmp_path),
+        "badtoml": str(badtoml),
+    }
+    argv = [a.format(**names) for a in argv]
+    out = tmp_path / "out"
+    assert_usage_error(capsys, ["train", *argv, "--out", str(out), *FAST], match, absent=[out])
+
+
+def test_output_directory_rules(tmp_path, capsys):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("keep me")
+    assert_usage_error(capsys, ["train", "--out", str(full)], "is not empty")
+    assert os.listdir(full) == ["x"]
+    assert_usage_error(capsys, ["train", "--resume"], "--resume needs --out")
+    assert_usage_error(
+        capsys,
+        ["train", "--resume", "--out", str(tmp_path / "new")],
+        "nothing to resume",
+        absent=[tmp_path / "new"],
+    )
+
+
+def test_corrupt_and_mismatched_checkpoints(trained_run, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_run, broken)
+    arrays = broken / "checkpoint" / "arrays.npz"
+    blob = bytearray(arrays.read_bytes())
+    blob[100] ^= 0xFF
+    arrays.write_bytes(bytes(blob))
+    for argv in (
+        ["evaluate", str(broken)],
+        ["predict", str(broken)],
+        ["train", "--out", str(broken), "--resume"],
+    ):
+        assert_usage_error(capsys, argv, "corrupt: its checksum")
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(trained_run, mismatched)
+    config_path = mismatched / "checkpoint" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["model"]["layer_sizes"] = [4]
+    config_path.write_text(json.dumps(config))
+    assert_usage_error(capsys, ["evaluate", str(mismatched)], "but the config needs")
+    assert_usage_error(capsys, ["evaluate", str(tmp_path / "nothing")], "does not exist")
+    assert_usage_error(capsys, ["predict", str(trained_run), "-n", "0"], "--steps-ahead must be")
+    other = _csv(tmp_path / "other.csv", ["date", "z"], zip(_monthly(80), range(80), strict=True))
+    assert_usage_error(
+        capsys, ["evaluate", str(trained_run), "--data", str(other)], "no column 'Passengers'"
+    )
+
+
+def test_console_script_reports_bad_input_without_traceback(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "jlstm")
+    cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "jlstm.cli"]
+    result = subprocess.run(
+        [*cmd, "train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"jlstm train: error: data file {str(tmp_path / 'missing.csv')!r} does not exist (or is "
+        "not a file)"
+    ]
+    assert not (tmp_path / "o").exists()
