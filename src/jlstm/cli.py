@@ -221,7 +221,7 @@ OPTIONS = (
         "data",
         _choice(_FILL),
         "error",
-        "missing values: error (default), ffill, linear or drop",
+        "missing values: error, ffill, linear or drop",
         "POLICY",
     ),
     Option(
@@ -371,6 +371,8 @@ def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:
     if isinstance(default, list):
         default = ",".join(map(str, default)) or "none"
     shown = "" if default is None else f" (default: {default})"
+    if opt.group == "features" and default is not None:
+        shown = f" (default: {default}, or the dataset's)"
     parser.add_argument(
         opt.flag,
         dest=opt.name,
