@@ -1,0 +1,136 @@
+"""State in, state out: Keras' ``stateful=True`` over consecutive batches (against real
+Keras 3), per-sample resets, chunked equals whole, and the jitted streaming step."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jlstm
+from jlstm.interop.keras import to_keras
+from jlstm.stateful import _stream_step_jit
+
+from .keras_helpers import ATOL, MASK, np32
+
+B, T, D = MASK.shape[0], MASK.shape[1], 2
+
+
+def _random_params(config, seed):
+    params = jlstm.init_params(jax.random.key(seed), config)
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(rng.normal(0.0, 0.5, a.shape), a.dtype), params)
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    """Three consecutive chunks of a (B, 3T, D) series, masked with every pattern."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(B, 3 * T, D)).astype("float32")
+    mask = np.concatenate([MASK, MASK[::-1], MASK[:, ::-1]], axis=1)
+    return x, mask
+
+
+@pytest.mark.parametrize("bidirectional", [False, "ave"])
+def test_stateful_batches_match_keras(chunks, bidirectional):
+    x, mask = chunks
+    xm = np.where(mask[..., None], x, -9.0).astype("float32")
+    config = jlstm.ModelConfig(
+        input_size=D,
+        layer_sizes=(4, 3),
+        output_size=2,
+        return_sequences=True,
+        mask_value=-9.0,
+        recurrent_activation=("sigmoid", "hard_sigmoid"),
+        bidirectional=bidirectional,
+    )
+    params = _random_params(config, 1)
+    keras_model = to_keras(config, params, stateful=True, batch_size=B)
+    model = jlstm.StatefulModel(params, config, batch_size=B)
+    for k in range(3):
+        chunk = xm[:, k * T : (k + 1) * T]
+        np.testing.assert_allclose(
+            np32(model.predict_on_batch(chunk)), np32(keras_model(chunk)), atol=ATOL, rtol=0
+        )
+    # reset_states(): both start over, and agree again.
+    for layer in keras_model.layers:  # Keras 3 resets per layer
+        if getattr(layer, "stateful", False):
+            layer.reset_states()
+    model.reset_states()
+    chunk = xm[:, :T]
+    np.testing.assert_allclose(np32(model(chunk)), np32(keras_model(chunk)), atol=ATOL, rtol=0)
+
+
+def test_chunked_equals_whole_with_masks(chunks):
+    x, mask = chunks
+    config = jlstm.ModelConfig(input_size=D, layer_sizes=(4, 3), return_sequences=True)
+    params = _random_params(config, 2)
+    whole, whole_states = jlstm.apply(
+        params, jnp.asarray(x), config, mask=jnp.asarray(mask), return_state=True
+    )
+    states = jlstm.init_states(config, B)
+    outs = []
+    for k in range(3):
+        piece = slice(k * T, (k + 1) * T)
+        y, states = jlstm.apply_stateful(
+            params, jnp.asarray(x[:, piece]), states, config, mask=jnp.asarray(mask[:, piece])
+        )
+        outs.append(y)
+    np.testing.assert_allclose(np32(jnp.concatenate(outs, 1)), np32(whole), atol=1e-6)
+    for ours, theirs in zip(jax.tree.leaves(states), jax.tree.leaves(whole_states), strict=True):
+        np.testing.assert_allclose(np32(ours), np32(theirs), atol=1e-6)
+
+
+def test_per_sample_reset(chunks):
+    x, _ = chunks
+    config = jlstm.ModelConfig(input_size=D, layer_sizes=(4,), return_sequences=True)
+    params = _random_params(config, 3)
+    first, second = jnp.asarray(x[:, :T]), jnp.asarray(x[:, T : 2 * T])
+    _, states = jlstm.apply_stateful(params, first, jlstm.init_states(config, B), config)
+    reset = jnp.array([True, False, True, False, False])
+    y, _ = jlstm.apply_stateful(params, second, states, config, reset=reset)
+    fresh = jlstm.apply(params, second, config)  # from zero state
+    carried = jlstm.apply(params, second, config, initial_states=states)
+    np.testing.assert_array_equal(np32(y)[np.asarray(reset)], np32(fresh)[np.asarray(reset)])
+    np.testing.assert_array_equal(np32(y)[~np.asarray(reset)], np32(carried)[~np.asarray(reset)])
+    zeroed = jlstm.reset_states(states, reset)
+    assert np.all(np32(zeroed[0].h)[np.asarray(reset)] == 0)
+    np.testing.assert_array_equal(np32(zeroed[0].c)[1], np32(states[0].c)[1])
+    with pytest.raises(ValueError, match="batch shape"):
+        jlstm.reset_states(states, jnp.array([True, False]))
+
+
+def test_streaming_step_matches_the_full_sequence(chunks):
+    x, mask = chunks
+    x, mask = x[:, :T], mask[:, :T]
+    config = jlstm.ModelConfig(
+        input_size=D, layer_sizes=(4, 3), output_size=2, return_sequences=True
+    )
+    params = _random_params(config, 4)
+    full = np32(jlstm.apply(params, jnp.asarray(x), config, mask=jnp.asarray(mask)))
+    model = jlstm.StatefulModel(params, config, batch_size=B)
+    before = _stream_step_jit._cache_size()
+    steps = [np32(model.step(x[:, t], mask_t=mask[:, t])) for t in range(T)]
+    np.testing.assert_allclose(np.stack(steps, 1), full, atol=1e-6)
+    assert _stream_step_jit._cache_size() == before + 1  # compiled once for all steps
+    # Without return_sequences, step t's output is the model's output on the prefix.
+    last_only = jlstm.ModelConfig(input_size=D, layer_sizes=(4, 3), output_size=2)
+    states = jlstm.init_states(last_only, B)
+    for t in range(3):
+        y_t, states = jlstm.stream_step(params, states, jnp.asarray(x[:, t]), last_only)
+    prefix = jlstm.apply(params, jnp.asarray(x[:, :3]), last_only)
+    np.testing.assert_allclose(np32(y_t), np32(prefix), atol=1e-6)
+
+
+def test_streaming_refuses_backward_layers_and_checks_batch():
+    config = jlstm.ModelConfig(input_size=D, layer_sizes=(4,), bidirectional=True)
+    params = jlstm.init_params(jax.random.key(0), config)
+    with pytest.raises(ValueError, match="cannot stream"):
+        jlstm.stream_step(params, jlstm.init_states(config, 2), jnp.ones((2, D)), config)
+    config = jlstm.ModelConfig(input_size=D, layer_sizes=(4,))
+    model = jlstm.StatefulModel(jlstm.init_params(jax.random.key(0), config), config, 2)
+    with pytest.raises(ValueError, match="batch shape is fixed"):
+        model.predict_on_batch(jnp.ones((3, T, D)))
