@@ -1,0 +1,199 @@
+"""Regularizers as loss terms and constraints after each update, against Keras 3: the
+functions themselves, a model's ``sum(model.losses)``, one SGD training step, and the
+optax wrappers."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import json
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+import optax
+import pytest
+
+import jlstm
+from jlstm import constraints as C
+from jlstm import regularizers as R
+from jlstm.interop.keras import to_keras
+
+from .keras_helpers import np32
+
+RNG = np.random.default_rng(0)
+W = RNG.normal(size=(3, 16)).astype("float32")
+BIAS = RNG.normal(size=(16,)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (R.L1(0.1), keras.regularizers.L1(0.1)),
+        (R.L2(0.2), keras.regularizers.L2(0.2)),
+        (R.L1L2(0.1, 0.3), keras.regularizers.L1L2(0.1, 0.3)),
+        (R.get_regularizer("l2"), keras.regularizers.get("l2")),
+        (R.get_regularizer("l1l2"), keras.regularizers.get("l1l2")),
+        (R.OrthogonalRegularizer(0.5), keras.regularizers.OrthogonalRegularizer(0.5)),
+        (
+            R.OrthogonalRegularizer(0.5, "columns"),
+            keras.regularizers.OrthogonalRegularizer(0.5, "columns"),
+        ),
+    ],
+    ids=["l1", "l2", "l1l2", "l2-name", "l1l2-name", "orth-rows", "orth-cols"],
+)
+def test_regularizers_match_keras(ours, theirs):
+    # Keras applies regularizers to backend tensors (its NumPy path differs for columns).
+    w = keras.ops.convert_to_tensor(W)
+    np.testing.assert_allclose(float(ours(jnp.asarray(W))), float(theirs(w)), rtol=1e-6)
+    spec = R.regularizer_to_dict(ours)
+    assert R.get_regularizer(json.loads(json.dumps(spec))) == ours
+
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (C.MaxNorm(1.5), keras.constraints.MaxNorm(1.5)),
+        (C.MaxNorm(1.0, axis=1), keras.constraints.MaxNorm(1.0, axis=1)),
+        (C.MaxNorm(2.0, axis=(0, 1)), keras.constraints.MaxNorm(2.0, axis=[0, 1])),
+        (C.NonNeg(), keras.constraints.NonNeg()),
+        (C.UnitNorm(), keras.constraints.UnitNorm()),
+        (C.UnitNorm(axis=1), keras.constraints.UnitNorm(axis=1)),
+        (C.MinMaxNorm(0.5, 1.0, rate=0.7), keras.constraints.MinMaxNorm(0.5, 1.0, 0.7)),
+        (C.get_constraint("max_norm"), keras.constraints.get("max_norm")),
+    ],
+    ids=["maxnorm", "maxnorm-ax1", "maxnorm-both", "nonneg", "unit", "unit-ax1", "minmax", "name"],
+)
+def test_constraints_match_keras(ours, theirs):
+    arrays = (W, 0.1 * W) if getattr(ours, "axis", 0) != 0 else (W, BIAS, 0.1 * W)
+    for w in arrays:  # kernel-like, bias-like, norms below the bounds
+        np.testing.assert_allclose(
+            np.asarray(ours(jnp.asarray(w))),
+            np.asarray(theirs(keras.ops.convert_to_tensor(w))),
+            atol=1e-6,
+            rtol=1e-6,
+        )
+    spec = C.constraint_to_dict(ours)
+    assert C.get_constraint(json.loads(json.dumps(spec))) == ours
+
+
+def test_unknown_names_are_errors():
+    with pytest.raises(ValueError, match="unknown regularizer"):
+        R.get_regularizer("l3")
+    with pytest.raises(ValueError, match="unknown constraint"):
+        C.get_constraint("max_nrom")
+    with pytest.raises(ValueError, match="factor"):
+        R.L2(-1.0)
+    with pytest.raises(TypeError, match="cannot serialise"):
+        jlstm.ModelConfig(kernel_regularizer=lambda w: jnp.sum(w)).to_dict()
+
+
+CONFIG = jlstm.ModelConfig(
+    input_size=2,
+    layer_sizes=(4, 3),
+    output_size=2,
+    bidirectional=("concat", False),
+    kernel_regularizer=("l2", R.L1(0.02)),
+    recurrent_regularizer=R.L1L2(0.01, 0.02),
+    bias_regularizer=(None, {"class_name": "L2", "config": {"l2": 0.05}}),
+    activity_regularizer=(R.L2(0.03), R.L1(0.04)),
+    kernel_constraint=(C.MaxNorm(0.8), C.UnitNorm(axis=1)),
+    recurrent_constraint=C.MinMaxNorm(0.2, 0.9, rate=0.5),
+    bias_constraint=(C.NonNeg(), None),
+    head_kernel_regularizer=R.L1(0.01),
+    head_bias_regularizer=R.L2(0.1),
+    head_activity_regularizer=R.L2(0.02),
+    head_kernel_constraint=C.MaxNorm(0.5),
+    head_bias_constraint=C.NonNeg(),
+)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    params = jlstm.init_params(jax.random.key(0), CONFIG)
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.5, a.shape), a.dtype), params)
+    x = rng.normal(size=(6, 5, 2)).astype("float32")
+    y = rng.normal(size=(6, 2)).astype("float32")
+    return params, x, y
+
+
+def test_config_with_regularizers_and_constraints_is_hashable_and_json(setup):
+    back = jlstm.ModelConfig.from_dict(json.loads(json.dumps(CONFIG.to_dict())))
+    assert back == CONFIG and hash(back) == hash(CONFIG)
+    assert R.has_weight_regularizer(CONFIG) and R.has_activity_regularizer(CONFIG)
+    assert C.has_constraints(CONFIG) and not C.has_constraints(jlstm.ModelConfig())
+
+
+def test_penalty_matches_keras_model_losses(setup):
+    params, x, _ = setup
+    model = to_keras(CONFIG, params)
+    out = model(x)
+    _, penalty = R.regularized_apply(params, jnp.asarray(x), CONFIG)
+    np.testing.assert_allclose(float(penalty), float(sum(model.losses)), rtol=1e-5)
+    # The weight part alone: every Keras variable's regularizer on its value.
+    weights_only = sum(
+        float(v.regularizer(v.value)) for v in model.trainable_weights if v.regularizer
+    )
+    np.testing.assert_allclose(
+        float(R.regularization_loss(params, CONFIG)), weights_only, rtol=1e-5
+    )
+    y = jlstm.apply(params, jnp.asarray(x), CONFIG)
+    np.testing.assert_allclose(np32(y), np32(out), atol=1e-5)
+
+
+def test_apply_constraints_matches_keras(setup):
+    params, _, _ = setup
+    model = to_keras(CONFIG, params)
+    for v in model.trainable_weights:
+        if v.constraint is not None:
+            v.assign(v.constraint(v.value))
+    projected = C.apply_constraints(params, CONFIG)
+    back = to_keras(CONFIG, projected)
+    for ours, theirs in zip(back.trainable_weights, model.trainable_weights, strict=True):
+        np.testing.assert_allclose(np32(ours.value), np32(theirs.value), atol=1e-6)
+    bare = jlstm.ModelConfig(
+        input_size=2, layer_sizes=(4, 3), output_size=2, bidirectional=("concat", False)
+    )
+    assert C.apply_constraints(params, bare) is params  # nothing to project
+
+
+def _loss(params, x, y):
+    pred, penalty = R.regularized_apply(params, x, CONFIG)
+    return jnp.mean((pred - y) ** 2) + penalty
+
+
+def test_one_sgd_step_matches_keras_training(setup):
+    """Keras' train step: loss = mse + sum(model.losses); SGD; then each constraint."""
+    params, x, y = setup
+    model = to_keras(CONFIG, params)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    keras_loss = model.train_on_batch(x, y)
+    loss, grads = jax.value_and_grad(_loss)(params, jnp.asarray(x), jnp.asarray(y))
+    np.testing.assert_allclose(float(loss), float(keras_loss), rtol=1e-5)
+    stepped = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+    stepped = C.apply_constraints(stepped, CONFIG)
+    ours = to_keras(CONFIG, stepped)
+    for a, b in zip(ours.trainable_weights, model.trainable_weights, strict=True):
+        np.testing.assert_allclose(np32(a.value), np32(b.value), atol=1e-5, err_msg=a.path)
+
+
+def test_optax_wrappers(setup):
+    params, x, y = setup
+    x, y = jnp.asarray(x), jnp.asarray(y)
+
+    def data_loss(p):
+        return jnp.mean((jlstm.apply(p, x, CONFIG) - y) ** 2)
+
+    grads = jax.grad(data_loss)(params)
+    tx = optax.chain(R.add_regularization(CONFIG), optax.sgd(0.1), C.constrain(CONFIG))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    got = optax.apply_updates(params, updates)
+    # By hand: the weight penalty in the loss, SGD, then the projection.
+    full = jax.grad(lambda p: data_loss(p) + R.regularization_loss(p, CONFIG))(params)
+    want = C.apply_constraints(jax.tree.map(lambda p, g: p - 0.1 * g, params, full), CONFIG)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    with pytest.raises(ValueError, match="needs params"):
+        C.constrain(CONFIG).update(grads, optax.EmptyState())
