@@ -249,6 +249,12 @@ def test_output_directory_rules(tmp_path, capsys):
     )
 
 
+def test_diverging_training_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "nan"
+    argv = ["train", "--out", str(out), "--optimizer", "sgd", "--lr", "1e8", *FAST, "--no-plot"]
+    assert_usage_error(capsys, argv, "the loss became nan at epoch 1", absent=[out])
+
+
 def test_corrupt_and_mismatched_checkpoints(trained_run, tmp_path, capsys):
     import shutil
 

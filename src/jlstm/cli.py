@@ -889,6 +889,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_out(out, resume=args.resume)
 
     # Every input is checked: from here on the run writes into `out`.
+    created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     ckpt = os.path.join(out, "checkpoint")
     pipeline_meta, pipeline_arrays = pipeline.to_state()
@@ -924,15 +925,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         flush=True,
     )
     started = time.perf_counter()
-    state = fit(
-        model_config,
-        (windows["train"].x, windows["train"].y),
-        (windows["val"].x, windows["val"].y),
-        train_config,
-        state=None if resumed is None else resumed.state,
-        on_epoch_end=on_epoch_end,
-        progress=not args.quiet,
-    )
+    try:
+        state = fit(
+            model_config,
+            (windows["train"].x, windows["train"].y),
+            (windows["val"].x, windows["val"].y),
+            train_config,
+            state=None if resumed is None else resumed.state,
+            on_epoch_end=on_epoch_end,
+            progress=not args.quiet,
+        )
+    except BaseException:
+        # A run that fails or is interrupted keeps its checkpoint (for --resume); one that
+        # fails before its first checkpoint leaves no empty directory behind.
+        if created and not os.listdir(out):
+            os.rmdir(out)
+        raise
     if resumed is not None and resumed.state.epoch == state.epoch:
         # Nothing left to train (the run had finished): make sure the checkpoint says so.
         on_epoch_end(state)
@@ -1142,7 +1150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (UsageError, DataError, CheckpointError) as err:
+    except (UsageError, DataError, CheckpointError, FloatingPointError) as err:
         print(f"jlstm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
