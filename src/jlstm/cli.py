@@ -20,8 +20,10 @@ status 2; nothing is written before every input has been checked.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import datetime
+import io
 import json
 import math
 import os
@@ -30,6 +32,31 @@ import time
 import tomllib
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
+
+from . import __version__, metrics
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import (
+    CALENDAR_FEATURES,
+    DEFAULT_DATASET,
+    FILL_POLICIES,
+    SCALERS,
+    DataError,
+    FeatureConfig,
+    Pipeline,
+    dataset_info,
+    feature_defaults,
+    future_dates,
+    list_datasets,
+    load_csv,
+    load_dataset,
+    season_from_dates,
+    window_targets,
+)
+from .forecast import one_step, recursive
+from .model import ModelConfig
+from .train import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig, fit, save_history, write_text_atomic
 
 __all__ = ["main"]
 
@@ -104,11 +131,13 @@ def _size(value) -> int | float:
     raise ValueError("must be a row count >= 1 or a fraction in (0, 1)")
 
 
-def _optional(convert, none_values=("none", "0", 0)):
+def _optional(convert):
+    """``convert``, where ``none`` or ``0`` means ``None`` (no limit)."""
+
     def wrapped(value):
-        if value is None or (isinstance(value, str) and value.strip().lower() in none_values):
+        if isinstance(value, str) and value.strip().lower() in ("none", "0"):
             return None
-        if not isinstance(value, str) and not isinstance(value, bool) and value in none_values:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
             return None
         return convert(value)
 
@@ -169,10 +198,6 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-_FILL = ("error", "ffill", "linear", "drop")
-_SCALERS = ("standard", "minmax", "none")
-_CALENDAR = ("month", "yearday", "weekday", "hour")
-
 OPTIONS = (
     # data
     Option(
@@ -219,7 +244,7 @@ OPTIONS = (
     Option(
         "fill",
         "data",
-        _choice(_FILL),
+        _choice(FILL_POLICIES),
         "error",
         "missing values: error, ffill, linear or drop",
         "POLICY",
@@ -258,7 +283,7 @@ OPTIONS = (
     Option(
         "scaler",
         "features",
-        _choice(_SCALERS),
+        _choice(SCALERS),
         "standard",
         "standard, minmax or none (fitted on the training rows)",
         "KIND",
@@ -275,7 +300,7 @@ OPTIONS = (
     Option(
         "calendar",
         "features",
-        _list(_choice(_CALENDAR), allow_empty=True),
+        _list(_choice(CALENDAR_FEATURES), allow_empty=True),
         [],
         "calendar inputs from the dates: month, yearday, weekday, hour (or none)",
         "LIST",
@@ -305,7 +330,7 @@ OPTIONS = (
     Option(
         "optimizer",
         "train",
-        _choice(("adam", "adamw", "sgd", "rmsprop")),
+        _choice(OPTIMIZERS),
         "adam",
         "adam, adamw, sgd or rmsprop",
         "NAME",
@@ -313,7 +338,7 @@ OPTIONS = (
     Option(
         "schedule",
         "train",
-        _choice(("constant", "cosine", "warmup_cosine")),
+        _choice(SCHEDULES),
         "constant",
         "learning-rate schedule: constant, cosine or warmup_cosine",
         "NAME",
@@ -327,7 +352,7 @@ OPTIONS = (
         "clip gradients to this global norm (default: no clipping)",
         "NORM",
     ),
-    Option("loss", "train", _choice(("mse", "mae", "huber")), "mse", "mse, mae or huber", "NAME"),
+    Option("loss", "train", _choice(LOSSES), "mse", "mse, mae or huber", "NAME"),
     Option(
         "patience",
         "train",
@@ -386,8 +411,6 @@ def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = _Parser(
         prog="jlstm",
         description="Train, evaluate and run LSTM forecasters (jlstm, a JAX LSTM library).",
@@ -536,8 +559,6 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
 
 def _resolve(given: dict[str, Any]) -> dict[str, Any]:
     """Every option's value: given > the built-in dataset's preprocessing > defaults."""
-    from .data import DEFAULT_DATASET, feature_defaults
-
     if given.get("data") is not None and given.get("dataset") is not None:
         raise UsageError("--data and --dataset are exclusive: pick your file or a built-in")
     settings = {o.name: o.default for o in OPTIONS}
@@ -560,8 +581,6 @@ def _resolve(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_series(source: dict[str, Any]):
-    from .data import load_csv, load_dataset
-
     if source.get("dataset") is not None:
         return load_dataset(source["dataset"], fill=source.get("fill"))
     return load_csv(
@@ -589,8 +608,6 @@ def _data_source(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _season(settings: dict[str, Any], series) -> int:
-    from .data import dataset_info, season_from_dates
-
     if settings.get("season"):
         return settings["season"]
     if settings.get("dataset"):
@@ -599,8 +616,6 @@ def _season(settings: dict[str, Any], series) -> int:
 
 
 def _feature_config(settings: dict[str, Any]):
-    from .data import FeatureConfig
-
     return FeatureConfig(
         steps=settings["steps"],
         horizon=settings["horizon"],
@@ -615,8 +630,6 @@ def _feature_config(settings: dict[str, Any]):
 
 
 def _train_config(settings: dict[str, Any]):
-    from .train import TrainConfig
-
     try:
         return TrainConfig(
             epochs=settings["epochs"],
@@ -635,8 +648,6 @@ def _train_config(settings: dict[str, Any]):
 
 
 def _model_config(settings: dict[str, Any], pipeline):
-    from .model import ModelConfig
-
     try:
         return ModelConfig(
             input_size=pipeline.input_size,
@@ -654,10 +665,6 @@ def _model_config(settings: dict[str, Any], pipeline):
 
 def _evaluate_split(params, model_config, pipeline, series, windows, season: int, train_rows: int):
     """Model, persistence and seasonal-naive forecasts of a split, and their metrics."""
-    from . import metrics
-    from .data import window_targets
-    from .forecast import one_step
-
     horizon = pipeline.config.horizon
     actual = window_targets(series, windows.origin, horizon)
     forecasts = {
@@ -737,9 +744,6 @@ def _print_table(title: str, scores: dict[str, dict[str, float]], stream=None) -
 
 
 def _predictions_csv(series, windows, actual, forecasts) -> str:
-    import csv
-    import io
-
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     horizon = actual.shape[1]
@@ -764,7 +768,6 @@ def _plot(path: str, series, pipeline, windows, forecasts, title: str) -> str | 
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install 'jlstm[plot]'): skipped forecast.png"
-    import numpy as np
 
     x = series.dates if series.dates is not None else np.arange(len(series))
     test = windows["test"]
@@ -843,10 +846,6 @@ def _checkpoint_dir(run: str) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .data import Pipeline
-    from .train import fit, save_history, write_text_atomic
-
     given = _explicit(args)
     resumed = None
     if args.resume:
@@ -1009,9 +1008,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _load_run(args: argparse.Namespace):
     """Checkpoint, settings, pipeline and series of `evaluate`/`predict`."""
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .data import Pipeline
-
     if not os.path.exists(args.run):
         raise UsageError(f"run directory {args.run!r} does not exist")
     ckpt = load_checkpoint(_checkpoint_dir(args.run))
@@ -1046,8 +1042,6 @@ def _load_run(args: argparse.Namespace):
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .train import write_text_atomic
-
     ckpt, _, pipeline, series, season = _load_run(args)
     windows = pipeline.windows(series)
     _check_season(season, windows)
@@ -1094,13 +1088,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import csv
-    import io
-
-    from .data import future_dates
-    from .forecast import recursive
-    from .train import write_text_atomic
-
     ckpt, _, pipeline, series, _ = _load_run(args)
     if args.output and os.path.isdir(args.output):
         raise UsageError(f"--output {args.output!r} is a directory; give a file name")
@@ -1123,8 +1110,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from .data import DEFAULT_DATASET, list_datasets
-
     for info in list_datasets():
         mark = " (default)" if info.name == DEFAULT_DATASET else ""
         prep = ", ".join(
@@ -1145,9 +1130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from .checkpoint import CheckpointError
-    from .data import DataError
-
     try:
         return args.func(args)
     except (UsageError, DataError, CheckpointError, FloatingPointError) as err:
