@@ -139,7 +139,8 @@ def test_user_csv_with_covariates_direct_horizon_and_toml(tmp_path, capsys):
     )
     config = tmp_path / "run.toml"
     config.write_text(
-        f'data = "{data.as_posix()}"\ntarget = "sales"\ncovariates = ["promo"]\n'
+        # A relative data path is relative to the config file, not to the working directory.
+        f'data = "{data.name}"\ntarget = "sales"\ncovariates = ["promo"]\n'
         '[features]\nhorizon = 2\ndelta = true\ncalendar = ["month"]\n'
         "[model]\nlayers = [8]\n[train]\nepochs = 2\n"
     )

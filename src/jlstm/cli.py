@@ -427,7 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
         "naive on the test split. Options: flags > --config TOML > the dataset's preprocessing "
         "> defaults.",
     )
-    train.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file")
+    train.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="read options from a TOML file (the names of the flags below with underscores; "
+        "a relative `data` path is relative to the file)",
+    )
     train.add_argument(
         "--out",
         metavar="DIR",
@@ -547,6 +552,8 @@ def _read_toml(path: str) -> dict[str, Any]:
                 flat[name] = opt.convert(item)
             except ValueError as err:
                 raise UsageError(f"{path}: {name} = {item!r} {err}") from None
+    if "data" in flat:  # a relative data path is relative to the config file
+        flat["data"] = os.path.join(os.path.dirname(os.path.abspath(path)), flat["data"])
     return flat
 
 
