@@ -688,6 +688,17 @@ def _evaluate_split(params, model_config, pipeline, series, windows, season: int
     return actual, forecasts, scores
 
 
+def _evaluate_splits(params, model_config, pipeline, series, windows, season: int):
+    """``_evaluate_split`` of the validation and test windows."""
+    train_rows = pipeline.bounds_for(series, pipeline.config).train
+    return {
+        name: _evaluate_split(
+            params, model_config, pipeline, series, windows[name], season, train_rows
+        )
+        for name in ("val", "test")
+    }
+
+
 def _check_season(season: int, windows) -> None:
     first = int(windows["val"].origin.min())
     if first + 1 - season < 0:
@@ -950,14 +961,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if resumed is not None and resumed.state.epoch == state.epoch:
         # Nothing left to train (the run had finished): make sure the checkpoint says so.
         on_epoch_end(state)
-    params = state.params
-    bounds = pipeline.bounds_for(series, features)
-    scores, results = {}, {}
-    for name in ("val", "test"):
-        results[name] = _evaluate_split(
-            params, model_config, pipeline, series, windows[name], season, bounds.train
-        )
-        scores[name] = results[name][2]
+    results = _evaluate_splits(state.params, model_config, pipeline, series, windows, season)
+    scores = {name: result[2] for name, result in results.items()}
     report = _metrics_report(
         series,
         pipeline,
@@ -1052,18 +1057,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt, _, pipeline, series, season = _load_run(args)
     windows = pipeline.windows(series)
     _check_season(season, windows)
-    bounds = pipeline.bounds_for(series, pipeline.config)
-    scores = {}
-    for name in ("val", "test"):
-        scores[name] = _evaluate_split(
-            ckpt.state.params,
-            ckpt.model_config,
-            pipeline,
-            series,
-            windows[name],
-            season,
-            bounds.train,
-        )[2]
+    results = _evaluate_splits(
+        ckpt.state.params, ckpt.model_config, pipeline, series, windows, season
+    )
+    scores = {name: result[2] for name, result in results.items()}
     report = _metrics_report(
         series,
         pipeline,
