@@ -1019,7 +1019,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_run(args: argparse.Namespace):
-    """Checkpoint, settings, pipeline and series of `evaluate`/`predict`."""
+    """Checkpoint, pipeline, series and seasonal period of `evaluate`/`predict`."""
     if not os.path.exists(args.run):
         raise UsageError(f"run directory {args.run!r} does not exist")
     ckpt = load_checkpoint(_checkpoint_dir(args.run))
@@ -1050,11 +1050,11 @@ def _load_run(args: argparse.Namespace):
         raise CheckpointError(
             f"{args.run!r}: the model's input/output sizes do not match its data settings"
         )
-    return ckpt, settings, pipeline, series, season
+    return ckpt, pipeline, series, season
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    ckpt, _, pipeline, series, season = _load_run(args)
+    ckpt, pipeline, series, season = _load_run(args)
     windows = pipeline.windows(series)
     _check_season(season, windows)
     results = _evaluate_splits(
@@ -1092,7 +1092,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    ckpt, _, pipeline, series, _ = _load_run(args)
+    ckpt, pipeline, series, _ = _load_run(args)
     if args.output and os.path.isdir(args.output):
         raise UsageError(f"--output {args.output!r} is a directory; give a file name")
     if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
