@@ -91,14 +91,6 @@ class Series:
     def __len__(self) -> int:
         return len(self.values)
 
-    @classmethod
-    def from_array(cls, values, *, dates=None, name: str = "y") -> Series:
-        """A one-target ``Series`` from a ``(T,)`` or ``(T, K)`` array."""
-        values = np.asarray(values, np.float64)
-        k = 1 if values.ndim == 1 else values.shape[1]
-        names = (name,) if k == 1 else tuple(f"{name}{i}" for i in range(k))
-        return cls(values, np.zeros((len(values), 0)), dates, names, (), "array")
-
 
 def _parse_number(cell: str, column: str, line: int, path: str) -> float:
     text = cell.strip()
