@@ -93,6 +93,10 @@ def _unsupported(layer, why: str = "") -> ValueError:
 # ----------------------------------------------------------------------------- reading
 
 
+def _is_symbolic(value) -> bool:
+    return isinstance(value, _keras().KerasTensor)
+
+
 def _flatten_layers(model) -> list:
     """The model's layers in data order, checking that they form a single chain."""
     keras = _keras()
@@ -116,12 +120,22 @@ def _flatten_layers(model) -> list:
     while tensor is not source:
         op, node_index, _ = tensor._keras_history
         node = op._inbound_nodes[node_index]
-        if len(node.input_tensors) != 1:
+        args = [a for a in keras.tree.flatten(node.arguments.args) if _is_symbolic(a)]
+        # Keras passes the propagated step mask as a `mask` keyword: that one is the
+        # chain's own mask; any other tensor argument (initial_state, ...) is not a chain.
+        extra = [
+            name
+            for name, value in node.arguments.kwargs.items()
+            if name != "mask" and any(map(_is_symbolic, keras.tree.flatten(value)))
+        ]
+        if len(args) != 1 or extra:
             raise _unsupported(
-                op, f"it takes {len(node.input_tensors)} tensors (a chain takes one per layer)"
+                op,
+                f"it takes {len(args)} input tensors{' and ' + ', '.join(extra) if extra else ''} "
+                "(a chain takes one per layer)",
             )
         chain.append(op)
-        tensor = node.input_tensors[0]
+        tensor = args[0]
     layers = []
     for layer in reversed(chain):
         layers.extend(_flatten_layers(layer) if isinstance(layer, keras.Model) else [layer])
@@ -261,6 +275,13 @@ def _bidirectional(layer) -> tuple[dict[str, Any], BidirectionalParams]:
     return options, BidirectionalParams(_cell_params(forward), _cell_params(backward))
 
 
+def _fold_dropout(rates: list[float]) -> float:
+    """One Dropout with the distribution of several in a row: keep = prod(1 - rate)."""
+    if len(rates) <= 1:
+        return rates[0] if rates else 0.0
+    return 1.0 - float(np.prod([1.0 - r for r in rates]))
+
+
 def _collapse(values: list):
     """One value if every layer has the same, else a tuple per layer."""
     first = values[0]
@@ -320,7 +341,7 @@ def load_keras(
     dtypes: set[tuple[str, str | None]] = set()
     head = None
     head_activation_set = False
-    pending_dropout = 1.0  # keep-probability of the Dropout layers since the last LSTM
+    pending_dropout: list[float] = []  # rates of the Dropout layers since the last LSTM
 
     for layer in layers:
         if isinstance(layer, keras.layers.InputLayer):
@@ -336,7 +357,7 @@ def load_keras(
                 continue
             raise _unsupported(layer, "jlstm's model ends with one Dense head (and an Activation)")
         if isinstance(layer, keras.layers.Masking):
-            if layer_options or pending_dropout != 1.0 or "mask_value" in model_options:
+            if layer_options or pending_dropout or "mask_value" in model_options:
                 raise _unsupported(layer, "Masking must come first, before Dropout and LSTM layers")
             model_options["mask_value"] = float(layer.mask_value)
             continue
@@ -345,17 +366,17 @@ def load_keras(
                 raise _unsupported(
                     layer, f"noise_shape={layer.noise_shape} (only elementwise dropout)"
                 )
-            pending_dropout *= 1.0 - float(layer.rate)
+            pending_dropout.append(float(layer.rate))
             continue
         if isinstance(layer, keras.layers.LSTM | keras.layers.Bidirectional):
             if layer_options and not layer_options[-1]["return_sequences"]:
                 raise _unsupported(layer, "the LSTM below it does not return sequences")
-            rate = 1.0 - pending_dropout
+            rate = _fold_dropout(pending_dropout)
             if layer_options:
                 layer_options[-1]["output_dropout"] = rate
             else:
                 model_options["input_dropout"] = rate
-            pending_dropout = 1.0
+            pending_dropout = []
             if isinstance(layer, keras.layers.Bidirectional):
                 options, cell = _bidirectional(layer)
             else:
@@ -371,8 +392,8 @@ def load_keras(
                 raise _unsupported(layer, "a Dense layer before any LSTM layer")
             if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
                 raise _unsupported(layer, "LoRA or quantized Dense layers")
-            layer_options[-1]["output_dropout"] = 1.0 - pending_dropout
-            pending_dropout = 1.0
+            layer_options[-1]["output_dropout"] = _fold_dropout(pending_dropout)
+            pending_dropout = []
             cfg = layer.get_config()
             model_options.update(
                 output_size=int(cfg["units"]),
@@ -406,7 +427,7 @@ def load_keras(
             f"load_keras: model {model.name!r} has no Dense head after its LSTM layers; "
             "jlstm's model is LSTM layers then one Dense layer"
         )
-    if pending_dropout != 1.0:
+    if pending_dropout:
         raise ValueError("load_keras: a Dropout layer after the Dense head is not supported")
     if len(dtypes) != 1:
         raise ValueError(
