@@ -72,7 +72,7 @@ class LayerConfig:
     forget_bias: float = 1.0
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
-    implementation: int | str = 2
+    implementation: int | str = "auto"
     go_backwards: bool = False
     unroll: bool | int = False
     zero_output_for_mask: bool = False
@@ -228,7 +228,7 @@ def lstm_layer(
     unroll: bool | int = False,
     activation: ActivationSpec = "tanh",
     recurrent_activation: ActivationSpec = "sigmoid",
-    implementation: int | str = 2,
+    implementation: int | str = "auto",
     dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
     training: bool = False,

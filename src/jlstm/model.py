@@ -134,7 +134,7 @@ class ModelConfig:
     forget_bias: Any = 1.0
     dropout: Any = 0.0
     recurrent_dropout: Any = 0.0
-    implementation: Any = 2
+    implementation: Any = "auto"
     go_backwards: Any = False
     unroll: Any = False
     zero_output_for_mask: Any = False

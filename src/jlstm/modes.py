@@ -16,6 +16,33 @@ A mode's ``run`` has the signature::
 with ``xs`` time-major ``(T, B..., D)``, ``mask`` ``(T, B...)`` bool or ``None``,
 dropout masks as in ``cell_step`` (already drawn), ``options`` a
 ``RecurrenceOptions``, and ``ys`` ``(T, B..., H)``.
+
+The modes (``list_modes()``; kernels in ``jlstm.kernels``):
+
+=============  ==========================================================  ===========
+name           what it does                                                forward AD
+=============  ==========================================================  ===========
+``keras1``     Keras implementation 1: scan of the cell, four per-gate      yes
+               products per step (one dropout mask per gate)
+``keras2``     Keras implementation 2: scan of the cell, one fused          yes
+               product per step
+``hoisted``    ``x @ W + b`` for all steps as one product, then Keras'      yes
+               step; any activation
+``fused``      one ``tanh`` over the whole gate array (exact rewrite of     yes
+               the sigmoid gates), plain autodiff
+``fused_vjp``  ``fused`` forward + custom VJP: the backward pass runs only  no
+               the recurrence, weight gradients as whole-chunk products
+``multicore``  ``fused_vjp`` with the batch split over local CPU devices    no
+               (``use_cpu_devices``); CPU only
+``cudnn``      cuDNN through ``jax.experimental.rnn``; GPU, float32, no     no
+               masks
+=============  ==========================================================  ===========
+
+``"auto"`` (the default) picks one per call with ``choose_mode``, from rules
+measured by ``benchmarks/bench.py`` (see that function and ``benchmarks/README.md``).
+Modes without forward-mode autodiff are custom VJPs: ``jax.jvp``, ``jax.jacfwd`` and
+``jax.hessian`` through them fail, so pick ``implementation="fused"`` (or 1, 2,
+``"hoisted"``) for forward mode.
 """
 
 from __future__ import annotations
@@ -29,15 +56,19 @@ from jax import lax
 
 from .activations import ActivationSpec
 from .cell import cell_step
+from .kernels import cudnn, fused, fused_vjp, hoisted, multicore
+from .kernels.multicore import use_cpu_devices
 from .types import Array, CellParams, LSTMState
 
 __all__ = [
     "Mode",
     "RecurrenceOptions",
+    "choose_mode",
     "get_mode",
     "list_modes",
     "register_mode",
     "resolve_mode",
+    "use_cpu_devices",
 ]
 
 
@@ -62,6 +93,9 @@ class Mode:
         gate_masks: dropout draws one mask per gate (Keras implementation 1) instead of one.
         supports_mask / supports_dropout: whether the kernel handles step masks / dropout.
         supports_forward_ad: whether ``jax.jvp`` works through it (custom VJPs do not).
+        standard_only: computes only the standard LSTM (``activation="tanh"``,
+            ``recurrent_activation="sigmoid"``).
+        dtypes: the floating dtypes it runs (``None``: any).
         platforms: the JAX platforms it runs on.
     """
 
@@ -72,9 +106,19 @@ class Mode:
     supports_mask: bool = True
     supports_dropout: bool = True
     supports_forward_ad: bool = True
+    standard_only: bool = False
+    dtypes: frozenset[str] | None = None
     platforms: frozenset[str] = frozenset({"cpu", "gpu", "tpu"})
 
-    def unsupported(self, *, mask: bool, dropout: bool, platform: str) -> str | None:
+    def unsupported(
+        self,
+        *,
+        mask: bool,
+        dropout: bool,
+        platform: str,
+        standard: bool = True,
+        dtype: str | None = None,
+    ) -> str | None:
         """Why this mode cannot run a call with these features, or ``None`` if it can."""
         if mask and not self.supports_mask:
             return "masking"
@@ -82,6 +126,10 @@ class Mode:
             return "dropout"
         if platform not in self.platforms:
             return f"platform {platform!r}"
+        if not standard and self.standard_only:
+            return "activations other than tanh/sigmoid"
+        if dtype is not None and self.dtypes is not None and dtype not in self.dtypes:
+            return f"dtype {dtype}"
         return None
 
 
@@ -91,7 +139,7 @@ _ALIASES: dict[int | str, str] = {1: "keras1", 2: "keras2", "1": "keras1", "2": 
 
 def register_mode(mode: Mode, *, aliases: tuple[int | str, ...] = ()) -> Mode:
     """Add a mode to the registry (a name may be registered once)."""
-    if mode.name in _REGISTRY:
+    if mode.name in _REGISTRY or mode.name == "auto":
         raise ValueError(f"implementation mode {mode.name!r} is already registered")
     _REGISTRY[mode.name] = mode
     for alias in aliases:
@@ -105,7 +153,9 @@ def list_modes(platform: str | None = None) -> list[str]:
 
 
 def get_mode(implementation: int | str) -> Mode:
-    """The registered ``Mode`` for a name or Keras number (1, 2)."""
+    """The registered ``Mode`` for a name or Keras number (1, 2); ``"auto"`` included."""
+    if implementation == "auto":
+        return AUTO
     name = _ALIASES.get(implementation, implementation)
     try:
         return _REGISTRY[name]
@@ -128,12 +178,13 @@ def resolve_mode(
 ) -> Mode:
     """The mode that will run a layer call.
 
-    ``"auto"`` picks a mode by measured rules for the platform; a named mode
-    that cannot run the call's features raises a ``ValueError`` naming them.
+    ``"auto"`` returns a mode that picks a concrete one per call (``choose_mode``),
+    when shapes, dtype and activations are known; a named mode that cannot run the
+    call's features raises a ``ValueError`` naming them.
     """
     platform = platform or jax.default_backend()
     if implementation == "auto":
-        return _REGISTRY["keras2"]
+        return AUTO
     mode = get_mode(implementation)
     reason = mode.unsupported(mask=mask, dropout=dropout, platform=platform)
     if reason:
@@ -142,6 +193,100 @@ def resolve_mode(
             "use implementation='auto', 1 or 2"
         )
     return mode
+
+
+def choose_mode(
+    *,
+    platform: str,
+    standard: bool,
+    dtype: str,
+    mask: bool,
+    dropout: bool,
+    recurrent_dropout: bool,
+    steps: int,
+    batch: int,
+    input_size: int,
+    units: int,
+    cpu_devices: int = 1,
+) -> str:
+    """The mode ``"auto"`` runs for a call with these static facts.
+
+    Rules (measured with ``benchmarks/bench.py`` on XLA:CPU, see ``benchmarks/README.md``;
+    GPU rules follow cuDNN's scope and are checked by ``benchmarks/bench.py --gpu``):
+
+    * CPU, standard activations: ``fused_vjp`` (its forward pass is the fastest
+      measured at every shape, and its backward pass the fastest in training);
+      ``multicore`` instead when several CPU devices are exposed and divide the batch.
+    * CPU, other activations: ``hoisted`` when ``D >= H / 2`` (the hoisted product
+      then saves more than its ``(T, B, 4H)`` buffer costs), else ``keras2``.
+    * GPU: ``cudnn`` for float32, standard activations, no step mask and no recurrent
+      dropout; otherwise as on CPU (``fused_vjp`` / ``keras2``).
+    * other platforms (unmeasured): ``keras2``.
+
+    Args:
+        platform: ``"cpu"``, ``"gpu"``, ...
+        standard: activations are ``tanh`` / ``sigmoid``.
+        dtype: compute dtype name.
+        mask / dropout / recurrent_dropout: the call has a step mask / input dropout /
+            recurrent dropout.
+        steps, batch, input_size, units: ``T``, flattened ``B``, ``D``, ``H``.
+        cpu_devices: local CPU devices (``jax.local_device_count("cpu")``).
+    """
+    del steps  # no measured rule depends on T so far
+    if platform == "gpu":
+        if standard and dtype == "float32" and not mask and not recurrent_dropout:
+            return "cudnn"
+        return "fused_vjp" if standard else "keras2"
+    if platform != "cpu":
+        return "keras2"
+    if not standard:
+        return "hoisted" if 2 * input_size >= units else "keras2"
+    if cpu_devices > 1 and batch % cpu_devices == 0:
+        return "multicore"
+    return "fused_vjp"
+
+
+def _auto_run(
+    params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options
+):
+    """``"auto"``: dispatch to ``choose_mode``'s pick for this call (at trace time)."""
+    platform = jax.default_backend()
+    batch = 1
+    for size in xs.shape[1:-1]:
+        batch *= size
+    cpu_devices = 1
+    if platform == "cpu" and len(xs.shape) == 3:
+        cpu_devices = max(len(multicore.batch_devices(batch)), 1)
+    name = choose_mode(
+        platform=platform,
+        standard=fused.is_standard(options.activation, options.recurrent_activation),
+        dtype=jnp.dtype(xs.dtype).name,
+        mask=mask is not None,
+        dropout=input_mask is not None,
+        recurrent_dropout=recurrent_mask is not None,
+        steps=xs.shape[0],
+        batch=batch,
+        input_size=xs.shape[-1],
+        units=params.recurrent_kernel.shape[0],
+        cpu_devices=cpu_devices,
+    )
+    return _REGISTRY[name].run(
+        params,
+        xs,
+        state,
+        mask=mask,
+        input_mask=input_mask,
+        recurrent_mask=recurrent_mask,
+        options=options,
+    )
+
+
+AUTO = Mode(
+    "auto",
+    _auto_run,
+    "picks a mode per call from measured rules (choose_mode)",
+    supports_forward_ad=False,
+)
 
 
 def _scan_cell(implementation: int):
@@ -198,5 +343,52 @@ register_mode(
         "keras2",
         _scan_cell(2),
         "Keras implementation 2: lax.scan of the cell, one fused product per step",
+    ),
+)
+register_mode(
+    Mode(
+        "hoisted",
+        hoisted.run,
+        "x @ W + b for all steps as one product, then Keras' step (any activation)",
+    ),
+)
+register_mode(
+    Mode(
+        "fused",
+        fused.run,
+        "one tanh over the whole gate array (exact sigmoid rewrite), plain autodiff",
+        standard_only=True,
+    ),
+)
+register_mode(
+    Mode(
+        "fused_vjp",
+        fused_vjp.run,
+        "fused forward + custom VJP: backward runs the recurrence only, "
+        "weight gradients as whole-chunk products",
+        supports_forward_ad=False,
+        standard_only=True,
+    ),
+)
+register_mode(
+    Mode(
+        "multicore",
+        multicore.wrap(fused_vjp.run),
+        "fused_vjp with the batch split over local CPU devices (use_cpu_devices)",
+        supports_forward_ad=False,
+        standard_only=True,
+        platforms=frozenset({"cpu"}),
+    ),
+)
+register_mode(
+    Mode(
+        "cudnn",
+        cudnn.run,
+        "cuDNN LSTM through jax.experimental.rnn (float32, no masks)",
+        supports_mask=False,
+        supports_forward_ad=False,
+        standard_only=True,
+        dtypes=frozenset({"float32"}),
+        platforms=frozenset({"gpu"}),
     ),
 )

@@ -1,0 +1,245 @@
+r"""The fused-gate kernel: all four gates from one ``tanh``, an exact rewrite.
+
+With the standard activations (``recurrent_activation="sigmoid"``,
+``activation="tanh"``) the identity ``sigmoid(x) = 0.5 * tanh(x / 2) + 0.5`` turns
+the four gate activations into one ``tanh`` over the whole fused ``(B, 4H)`` gate
+array, once the input, forget and output columns of ``W``, ``U`` and ``b`` are
+halved (``fold``; halving is exact in binary floating point)::
+
+    t = tanh(x_t @ (W * s) + h_{t-1} @ (U * s) + b * s)     s = [1/2, 1/2, 1, 1/2] per gate block
+    i = t_i / 2 + 1/2    f = t_f / 2 + 1/2    g = t_g    o = t_o / 2 + 1/2
+    c_t = f * c_{t-1} + i * g        h_t = o * tanh(c_t)
+
+The function is Keras' cell exactly; only the rounding of the activations differs
+(by a few float32 ulps). Why it pays on XLA:CPU: one vectorised transcendental over a
+contiguous array instead of four activations over column slices of the gate array,
+which XLA:CPU emits as separate, poorly vectorised loops (``benchmarks/README.md``).
+
+Everything here works on time-major arrays with one flattened batch axis:
+``xs`` ``(T, B, D)``, states ``(B, H)``; ``flatten`` / ``unflatten`` convert from the
+layer's ``(T, B..., D)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from jax import lax
+
+from ..activations import ACTIVATIONS
+from ..types import Array, CellParams, LSTMState
+
+__all__ = [
+    "STANDARD_ACTIVATIONS_HINT",
+    "Folded",
+    "Sequence",
+    "flatten",
+    "fold",
+    "forward",
+    "gates",
+    "is_standard",
+    "project",
+    "run",
+    "unflatten",
+]
+
+STANDARD_ACTIVATIONS_HINT = (
+    "the fused kernels compute the standard LSTM (activation='tanh', "
+    "recurrent_activation='sigmoid'); use implementation 2, 1 or 'hoisted' for other "
+    "activations, or 'auto', which picks one"
+)
+
+
+def is_standard(activation, recurrent_activation) -> bool:
+    """Whether the activations are ``tanh`` and ``sigmoid`` (by name or as the functions)."""
+
+    def same(spec, name):
+        if isinstance(spec, str):
+            return spec.lower() == name
+        return spec is ACTIVATIONS[name]
+
+    return same(activation, "tanh") and same(recurrent_activation, "sigmoid")
+
+
+class Folded(NamedTuple):
+    """Layer weights with the sigmoid gates' columns halved (``fold``).
+
+    Attributes:
+        kernel: ``(D, 4H)``.
+        recurrent_kernel: ``(H, 4H)``.
+        bias: ``(4H,)`` or ``None``.
+    """
+
+    kernel: Array
+    recurrent_kernel: Array
+    bias: Array | None
+
+
+def gate_scale(units: int, dtype) -> Array:
+    """``(4H,)``: 1/2 on the input, forget and output blocks, 1 on the candidate block."""
+    half = jnp.full((units,), 0.5, dtype)
+    return jnp.concatenate([half, half, jnp.ones((units,), dtype), half])
+
+
+def fold(params: CellParams) -> Folded:
+    """Halve the sigmoid gates' columns of every weight (exact: a power of two)."""
+    scale = gate_scale(params.recurrent_kernel.shape[0], params.recurrent_kernel.dtype)
+    bias = None if params.bias is None else params.bias * scale
+    return Folded(params.kernel * scale, params.recurrent_kernel * scale, bias)
+
+
+def gates(t: Array, units: int) -> tuple[Array, Array, Array, Array]:
+    """``(i, f, g, o)``, each ``(..., H)``, from ``t = tanh(folded z)`` ``(..., 4H)``."""
+    t_i, t_f, t_g, t_o = (t[..., k * units : (k + 1) * units] for k in range(4))
+    return 0.5 * t_i + 0.5, 0.5 * t_f + 0.5, t_g, 0.5 * t_o + 0.5
+
+
+def project(x: Array, kernel: Array) -> Array:
+    """``x @ kernel`` for ``x`` ``(..., D)``; a broadcast product when ``D == 1``.
+
+    XLA:CPU runs a contraction of length 1 as a general matrix product, several times
+    slower than the equivalent elementwise product it fuses with its neighbours.
+    """
+    if kernel.shape[0] == 1:
+        return x * kernel[0]
+    return x @ kernel
+
+
+def flatten(xs: Array, state: LSTMState, mask, input_mask, recurrent_mask):
+    """Flatten the batch axes of a layer call: ``(T, B..., D)`` -> ``(T, B, D)``.
+
+    Returns:
+        ``(xs, h0, c0, mask, input_mask, recurrent_mask, batch_shape)`` with
+        ``xs`` ``(T, B, D)``, states ``(B, H)``, ``mask`` ``(T, B)`` or ``None`` and the
+        dropout masks ``(B, D)`` / ``(B, H)`` or ``None``; an unbatched call gets ``B = 1``.
+    """
+    steps, features = xs.shape[0], xs.shape[-1]
+    batch_shape = xs.shape[1:-1]
+    flat = 1
+    for size in batch_shape:
+        flat *= size
+
+    def rows(a):
+        return None if a is None else a.reshape(flat, a.shape[-1])
+
+    xs = xs.reshape(steps, flat, features)
+    mask = None if mask is None else mask.reshape(steps, flat)
+    return (
+        xs,
+        rows(state.h),
+        rows(state.c),
+        mask,
+        rows(input_mask),
+        rows(recurrent_mask),
+        batch_shape,
+    )
+
+
+def unflatten(ys: Array, final: LSTMState, batch_shape: tuple[int, ...]):
+    """Inverse of ``flatten`` for the outputs: ``ys`` ``(T, B..., H)``, states ``(B..., H)``."""
+    units = ys.shape[-1]
+    ys = ys.reshape(ys.shape[0], *batch_shape, units)
+    return ys, LSTMState(*(s.reshape(*batch_shape, units) for s in final))
+
+
+class Sequence(NamedTuple):
+    """What ``forward`` returns.
+
+    Attributes:
+        ys: ``(T, B, H)`` outputs.
+        final: ``LSTMState`` after the last step, ``(B, H)`` each.
+        hs: ``(T, B, H)`` hidden states (only with ``save``, and only when they differ
+            from ``ys``, that is with a mask and ``zero_output``; else ``None``).
+        cs: ``(T, B, H)`` cell states (only with ``save``).
+    """
+
+    ys: Array
+    final: LSTMState
+    hs: Array | None
+    cs: Array | None
+
+
+def forward(
+    folded: Folded,
+    xs: Array,
+    h0: Array,
+    c0: Array,
+    *,
+    mask: Array | None = None,
+    recurrent_mask: Array | None = None,
+    zero_output: bool = False,
+    save: bool = False,
+    unroll: int = 1,
+) -> Sequence:
+    """Scan the fused cell over ``xs`` ``(T, B, D)`` from ``(h0, c0)`` ``(B, H)``.
+
+    Args:
+        folded: ``fold(params)``.
+        mask: ``(T, B)`` bool: where false the step keeps the state and emits the
+            previous output (zeros with ``zero_output``), as Keras does.
+        recurrent_mask: ``(B, H)`` dropout mask multiplying ``h_{t-1}`` before ``U``.
+        save: also return the state sequences the backward pass of ``fused_vjp`` needs.
+        unroll: ``lax.scan`` unroll factor.
+    """
+    units = h0.shape[-1]
+    kernel, recurrent, bias = folded
+    keep_hs = save and mask is not None and zero_output
+
+    def step(carry, inputs):
+        h, c = carry
+        x, m = inputs
+        h_in = h if recurrent_mask is None else h * recurrent_mask
+        z = project(x, kernel) + h_in @ recurrent
+        if bias is not None:
+            z = z + bias
+        i, f, g, o = gates(jnp.tanh(z), units)
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        if m is None:
+            h_t, c_t, y = h_new, c_new, h_new
+        else:
+            keep = m[:, None]
+            h_t = jnp.where(keep, h_new, h)
+            c_t = jnp.where(keep, c_new, c)
+            y = jnp.where(keep, h_new, jnp.zeros_like(h) if zero_output else h)
+        if not save:
+            return (h_t, c_t), y
+        return (h_t, c_t), (y, h_t, c_t) if keep_hs else (y, c_t)
+
+    (h_last, c_last), out = lax.scan(step, (h0, c0), (xs, mask), unroll=unroll)
+    if not save:
+        return Sequence(out, LSTMState(h_last, c_last), None, None)
+    if keep_hs:
+        ys, hs, cs = out
+        return Sequence(ys, LSTMState(h_last, c_last), hs, cs)
+    ys, cs = out
+    return Sequence(ys, LSTMState(h_last, c_last), None, cs)
+
+
+def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
+    """The ``"fused"`` mode: ``forward`` with plain autodiff (forward and reverse mode).
+
+    Shapes as in ``jlstm.modes``: ``xs`` ``(T, B..., D)``, ``ys`` ``(T, B..., H)``.
+    """
+    if not is_standard(options.activation, options.recurrent_activation):
+        raise ValueError(
+            f"implementation 'fused' needs standard activations: {STANDARD_ACTIVATIONS_HINT}"
+        )
+    if input_mask is not None:
+        xs = xs * input_mask
+    xs, h0, c0, mask, _, recurrent_mask, batch_shape = flatten(
+        xs, state, mask, None, recurrent_mask
+    )
+    unroll = xs.shape[0] if options.unroll is True else max(int(options.unroll), 1)
+    seq = forward(
+        fold(params),
+        xs,
+        h0,
+        c0,
+        mask=mask,
+        recurrent_mask=recurrent_mask,
+        zero_output=options.zero_output_for_mask,
+        unroll=unroll,
+    )
+    return unflatten(seq.ys, seq.final, batch_shape)

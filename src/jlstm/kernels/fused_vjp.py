@@ -1,0 +1,265 @@
+r"""The fused-gate kernel with a custom VJP: a backward pass that runs only the recurrence.
+
+Reverse-mode autodiff of ``lax.scan`` stores every intermediate of every step and,
+in its backward loop, accumulates ``dW``, ``dU`` and ``db`` with one small product
+per step. Here the forward pass stores only the cell states ``c_t`` (the outputs
+``h_t`` are kept anyway), and the backward pass walks the sequence in chunks of
+``CHUNK`` steps, from the last chunk to the first. Per chunk it
+
+1. recomputes the chunk's gates with one ``(K*B, H) @ (H, 4H)`` product from the
+   stored ``h_{t-1}`` (no recurrence: the states are known);
+2. runs the reverse recurrence over the chunk's steps, one ``(B, 4H) @ (4H, H)``
+   product per step, producing the gate-gradient block ``dz`` ``(K, B, 4H)``::
+
+       dh = dy_t + dh_next                 dc = dc_next + dh * o * (1 - tanh(c_t)^2)
+       dz = [dc*g*i*(1-i), dc*c_{t-1}*f*(1-f), dc*i*(1-g^2), dh*tanh(c_t)*o*(1-o)]
+       dh_next = dz @ U^T                  dc_next = dc * f
+
+3. forms ``dW += x^T dz``, ``dU += h_{t-1}^T dz``, ``db += sum(dz)`` and
+   ``dx = dz @ W^T`` as single products over the whole chunk.
+
+Chunking keeps every temporary small (cache-resident, and below the sizes at which
+allocations become fresh page-faulting mappings) while the products stay large.
+Masks (Keras: a masked step keeps the state) and a recurrent dropout mask are handled
+in both passes.
+
+Being a ``jax.custom_vjp``, this kernel supports reverse mode (``grad``, ``vjp``,
+``jacrev``, also nested) and ``vmap``, but not forward mode (``jvp``, ``jacfwd``,
+``hessian``): use the ``"fused"`` mode, the same forward pass under plain autodiff,
+for those.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..types import Array, CellParams, LSTMState
+from . import fused
+
+__all__ = ["CHUNK", "run", "sequence"]
+
+# Steps per backward chunk. Measured on XLA:CPU (benchmarks/README.md): 10 to 20 is
+# the plateau for the seed model at T = 100; shorter chunks make the weight-gradient
+# products small, longer ones spill the chunk's gate arrays out of cache.
+CHUNK = 10
+
+
+def sequence(
+    params: CellParams,
+    xs: Array,
+    h0: Array,
+    c0: Array,
+    *,
+    mask: Array | None = None,
+    recurrent_mask: Array | None = None,
+    zero_output: bool = False,
+    chunk: int = CHUNK,
+) -> tuple[Array, LSTMState]:
+    """Run the standard LSTM over ``xs`` ``(T, B, D)`` from ``(h0, c0)`` ``(B, H)``.
+
+    Args:
+        params: ``CellParams`` in the Keras layout.
+        mask: ``(T, B)`` bool step mask (Keras semantics) or ``None``.
+        recurrent_mask: ``(B, H)`` dropout mask on ``h_{t-1}`` or ``None``.
+        zero_output: emit zeros at masked steps instead of the previous output.
+        chunk: steps per backward chunk.
+
+    Returns:
+        ``(ys, LSTMState(h_T, c_T))``: ``ys`` ``(T, B, H)``, states ``(B, H)``.
+    """
+    bias = params.bias
+    ys, h_last, c_last = _sequence(
+        (bool(zero_output), int(chunk)),
+        params.kernel,
+        params.recurrent_kernel,
+        bias,
+        xs,
+        h0,
+        c0,
+        mask,
+        recurrent_mask,
+    )
+    return ys, LSTMState(h_last, c_last)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _sequence(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
+    zero_output, _ = static
+    seq = fused.forward(
+        fused.fold(CellParams(kernel, recurrent, bias)),
+        xs,
+        h0,
+        c0,
+        mask=mask,
+        recurrent_mask=recurrent_mask,
+        zero_output=zero_output,
+    )
+    return seq.ys, seq.final.h, seq.final.c
+
+
+def _sequence_fwd(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
+    zero_output, _ = static
+    seq = fused.forward(
+        fused.fold(CellParams(kernel, recurrent, bias)),
+        xs,
+        h0,
+        c0,
+        mask=mask,
+        recurrent_mask=recurrent_mask,
+        zero_output=zero_output,
+        save=True,
+    )
+    hs = seq.ys if seq.hs is None else seq.hs
+    residuals = (kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask, hs, seq.cs)
+    return (seq.ys, seq.final.h, seq.final.c), residuals
+
+
+def _sequence_bwd(static, residuals, cotangents):
+    zero_output, chunk = static
+    kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask, hs, cs = residuals
+    dys, dh_last, dc_last = cotangents
+    steps = xs.shape[0]
+    folded = fused.fold(CellParams(kernel, recurrent, bias))
+    chunk = max(1, min(chunk, steps))
+    n_full, rest = divmod(steps, chunk)
+
+    # Chunks: a head of `rest` steps, then `n_full` chunks of `chunk` steps. Each
+    # chunk needs the states before its first step: h0/c0 or those stored at a - 1.
+    def before(states, initial):
+        if rest:
+            return states[rest - 1 : steps - 1 : chunk]
+        return jnp.concatenate([initial[None], states[chunk - 1 : steps - 1 : chunk]])
+
+    def body(carry, inputs):
+        return _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, carry, inputs)
+
+    units = recurrent.shape[0]
+    carry = (
+        dh_last,
+        dc_last,
+        jnp.zeros_like(kernel),
+        jnp.zeros_like(recurrent),
+        jnp.zeros((4 * units,), recurrent.dtype),
+    )
+    pieces = []
+    if n_full:
+
+        def blocks(a):
+            return None if a is None else a[rest:].reshape(n_full, chunk, *a.shape[1:])
+
+        inputs = (blocks(xs), blocks(hs), blocks(cs), blocks(dys), blocks(mask))
+        carry, dxs_full = lax.scan(
+            body, carry, (*inputs, before(hs, h0), before(cs, c0)), reverse=True
+        )
+        pieces.append(dxs_full.reshape(n_full * chunk, *xs.shape[1:]))
+    if rest:
+        head_mask = None if mask is None else mask[:rest]
+        head = (xs[:rest], hs[:rest], cs[:rest], dys[:rest], head_mask, h0, c0)
+        carry, dxs_head = body(carry, head)
+        pieces.insert(0, dxs_head)
+    dh0, dc0, d_kernel, d_recurrent, d_bias = carry
+    dxs = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces)
+    d_bias = None if bias is None else d_bias
+    return d_kernel, d_recurrent, d_bias, dxs, dh0, dc0, None, None
+
+
+_sequence.defvjp(_sequence_fwd, _sequence_bwd)
+
+
+def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, carry, inputs):
+    """Backward pass over one chunk of K steps (module docstring, steps 1 to 3).
+
+    ``inputs``: ``x`` ``(K, B, D)``, ``h``/``c`` ``(K, B, H)`` the states after each step,
+    ``dy`` ``(K, B, H)``, ``m`` ``(K, B)`` or ``None``, and ``h``/``c`` ``(B, H)`` before
+    the chunk. ``carry``: ``dh, dc`` ``(B, H)`` flowing into the chunk's last step, and
+    the running ``dW`` ``(D, 4H)``, ``dU`` ``(H, 4H)``, ``db`` ``(4H,)``.
+    """
+    dh, dc, d_kernel, d_recurrent, d_bias = carry
+    x, h, c, dy, m, h_first, c_first = inputs
+    units = h.shape[-1]
+    h_prev = jnp.concatenate([h_first[None], h[:-1]])
+    c_prev = jnp.concatenate([c_first[None], c[:-1]])
+    if recurrent_mask is not None:
+        h_prev = h_prev * recurrent_mask
+    z = fused.project(x, folded.kernel) + h_prev @ folded.recurrent_kernel
+    if folded.bias is not None:
+        z = z + folded.bias
+    i, f, g, o = fused.gates(jnp.tanh(z), units)
+    # The cell state the step computed; with a mask, c holds the kept state instead.
+    c_new = c if m is None else f * c_prev + i * g
+    recurrent_t = recurrent.T
+
+    def step(carry, inputs):
+        dh_next, dc_next = carry
+        dy_t, i, f, g, o, c_t, c_p, m_t = inputs
+        if m_t is None:
+            dh_t, dc_t = dy_t + dh_next, dc_next
+        else:
+            keep = m_t[:, None]
+            # A masked step passes the state's gradient through (and the output's,
+            # which re-emitted h_{t-1}, unless zeros were emitted).
+            through_h = dh_next if zero_output else dy_t + dh_next
+            dh_t = jnp.where(keep, dy_t + dh_next, 0.0)
+            dc_t = jnp.where(keep, dc_next, 0.0)
+        tc = jnp.tanh(c_t)
+        dc_t = dc_t + dh_t * o * (1.0 - tc * tc)
+        dz = jnp.concatenate(
+            [
+                dc_t * g * i * (1.0 - i),
+                dc_t * c_p * f * (1.0 - f),
+                dc_t * i * (1.0 - g * g),
+                dh_t * tc * o * (1.0 - o),
+            ],
+            axis=-1,
+        )
+        dh_prev = dz @ recurrent_t
+        if recurrent_mask is not None:
+            dh_prev = dh_prev * recurrent_mask
+        dc_prev = dc_t * f
+        if m_t is not None:
+            dh_prev = dh_prev + jnp.where(keep, 0.0, through_h)
+            dc_prev = dc_prev + jnp.where(keep, 0.0, dc_next)
+        return (dh_prev, dc_prev), dz
+
+    (dh, dc), dz = lax.scan(step, (dh, dc), (dy, i, f, g, o, c_new, c_prev, m), reverse=True)
+    rows = dz.shape[0] * dz.shape[1]
+    dz2 = dz.reshape(rows, 4 * units)
+    x2 = x.reshape(rows, x.shape[-1])
+    if kernel.shape[0] == 1:
+        # Contractions of length 1 run much faster as fused elementwise products.
+        d_kernel = d_kernel + jnp.sum(x2 * dz2, axis=0, keepdims=True)
+        dx = jnp.sum(dz2 * kernel[0], axis=-1, keepdims=True)
+    else:
+        d_kernel = d_kernel + x2.T @ dz2
+        dx = dz2 @ kernel.T
+    d_recurrent = d_recurrent + h_prev.reshape(rows, units).T @ dz2
+    d_bias = d_bias + jnp.sum(dz2, axis=0)
+    return (dh, dc, d_kernel, d_recurrent, d_bias), dx.reshape(x.shape)
+
+
+def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
+    """The ``"fused_vjp"`` mode (shapes as in ``jlstm.modes``)."""
+    if not fused.is_standard(options.activation, options.recurrent_activation):
+        raise ValueError(
+            "implementation 'fused_vjp' needs standard activations: "
+            + fused.STANDARD_ACTIVATIONS_HINT
+        )
+    if input_mask is not None:
+        xs = xs * input_mask
+    xs, h0, c0, mask, _, recurrent_mask, batch_shape = fused.flatten(
+        xs, state, mask, None, recurrent_mask
+    )
+    ys, final = sequence(
+        params,
+        xs,
+        h0,
+        c0,
+        mask=mask,
+        recurrent_mask=recurrent_mask,
+        zero_output=options.zero_output_for_mask,
+    )
+    return fused.unflatten(ys, final, batch_shape)
