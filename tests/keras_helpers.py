@@ -11,10 +11,12 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
 
+import jlstm
 from jlstm import CellParams
 
 if keras.backend.backend() != "jax":
@@ -67,3 +69,40 @@ def build_lstm(rng, units: int, input_size: int, **kwargs):
 
 def np32(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
+
+
+# Jitted entry points shared by the tests: one compile per static configuration, much
+# faster than eager dispatch of every op (and jit is how users run jlstm).
+LSTM_LAYER = jax.jit(
+    jlstm.lstm_layer,
+    static_argnames=(
+        "return_sequences",
+        "return_state",
+        "go_backwards",
+        "unroll",
+        "activation",
+        "recurrent_activation",
+        "implementation",
+        "dropout",
+        "recurrent_dropout",
+        "training",
+        "zero_output_for_mask",
+    ),
+)
+BIDIRECTIONAL_LAYER = jax.jit(
+    jlstm.bidirectional_layer,
+    static_argnames=(
+        "merge_mode",
+        "return_sequences",
+        "return_state",
+        "unroll",
+        "activation",
+        "recurrent_activation",
+        "implementation",
+        "dropout",
+        "recurrent_dropout",
+        "training",
+        "zero_output_for_mask",
+    ),
+)
+APPLY = jax.jit(jlstm.apply, static_argnames=("config", "return_state", "training"))

@@ -14,7 +14,7 @@ import pytest
 import jlstm
 from jlstm import CellParams, DropoutMasks, LSTMState
 
-from .keras_helpers import ATOL, MASK, build_lstm, np32
+from .keras_helpers import APPLY, ATOL, LSTM_LAYER, MASK, build_lstm, np32
 
 N = 4  # D = H, so identity blocks route features straight through
 B, D, H = 5, 3, 4  # shared shapes: the compiled mask draws are reused across tests
@@ -41,7 +41,7 @@ LINEAR = {"activation": "linear", "recurrent_activation": "linear"}
 def test_input_mask_is_the_same_at_every_step_with_keras_scale(implementation):
     batch, steps, rate = B, 5, 0.4
     key = jax.random.key(7)
-    y = jlstm.lstm_layer(
+    y = LSTM_LAYER(
         _probe("input"),
         jnp.ones((batch, steps, N)),
         dropout=rate,
@@ -68,7 +68,7 @@ def test_recurrent_mask_is_the_same_at_every_step(implementation):
     batch, steps, rate = B, 4, 0.5
     key = jax.random.key(3)
     ones = jnp.ones((batch, N))
-    y = jlstm.lstm_layer(
+    y = LSTM_LAYER(
         _probe("recurrent"),
         jnp.zeros((batch, steps, N)),
         initial_state=LSTMState(ones, jnp.zeros((batch, N))),
@@ -103,8 +103,11 @@ def test_mask_values_rate_and_independence():
         assert abs(m.mean() - 1.0) < 0.02  # inverted dropout keeps the expectation
         # One mask per gate: the four gates do not share their draws.
         assert not any(np.array_equal(m[a], m[b]) for a in range(4) for b in range(a + 1, 4))
-    one = jlstm.draw_dropout_masks(
-        jax.random.key(0), (200,), 50, 40, dropout=rate, recurrent_dropout=0.0, per_gate=False
+    one = jax.eval_shape(
+        lambda k: jlstm.draw_dropout_masks(
+            k, (200,), 50, 40, dropout=rate, recurrent_dropout=0.0, per_gate=False
+        ),
+        jax.random.key(0),
     )
     assert one.input.shape == (200, 50) and one.recurrent is None
 
@@ -122,13 +125,11 @@ def test_layer_draws_keras_mask_layout_from_the_key(
     x = jnp.asarray(rng.normal(size=(B, 6, D)), jnp.float32)
     key = jax.random.key(11)
     options = dict(dropout=dropout, recurrent_dropout=recurrent_dropout, return_sequences=True)
-    y = jlstm.lstm_layer(
-        params, x, training=True, key=key, implementation=implementation, **options
-    )
+    y = LSTM_LAYER(params, x, training=True, key=key, implementation=implementation, **options)
     masks = jlstm.draw_dropout_masks(
         key, (B,), D, H, dropout=dropout, recurrent_dropout=recurrent_dropout, per_gate=per_gate
     )
-    given = jlstm.lstm_layer(
+    given = LSTM_LAYER(
         params,
         x,
         training=True,
@@ -146,25 +147,19 @@ def test_same_key_same_result_other_key_other_draw():
 
     @jax.jit
     def run(key):
-        return jlstm.lstm_layer(
-            params, x, dropout=0.3, recurrent_dropout=0.2, training=True, key=key
-        )
+        return LSTM_LAYER(params, x, dropout=0.3, recurrent_dropout=0.2, training=True, key=key)
 
     a, b, c = run(jax.random.key(11)), run(jax.random.key(11)), run(jax.random.key(12))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(a), np.asarray(c))
-    eager = jlstm.lstm_layer(
-        params, x, dropout=0.3, recurrent_dropout=0.2, training=True, key=jax.random.key(11)
-    )
-    np.testing.assert_allclose(np.asarray(eager), np.asarray(a), atol=1e-6)
 
 
 def test_dropout_is_identity_outside_training():
     rng = np.random.default_rng(1)
     params = jlstm.init_cell_params(jax.random.key(2), D, H)
     x = jnp.asarray(rng.normal(size=(B, 6, D)), jnp.float32)
-    plain = jlstm.lstm_layer(params, x, return_sequences=True)
-    y = jlstm.lstm_layer(params, x, dropout=0.5, recurrent_dropout=0.5, return_sequences=True)
+    plain = LSTM_LAYER(params, x, return_sequences=True)
+    y = LSTM_LAYER(params, x, dropout=0.5, recurrent_dropout=0.5, return_sequences=True)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(plain))
     with pytest.raises(ValueError, match="needs a PRNG key"):
         jlstm.lstm_layer(params, x, dropout=0.5, training=True)
@@ -175,22 +170,22 @@ def test_dropout_is_identity_outside_training():
     bare = jlstm.ModelConfig(input_size=D, layer_sizes=(H,))
     mparams = jlstm.init_params(jax.random.key(3), config)
     np.testing.assert_array_equal(
-        np.asarray(jlstm.apply(mparams, x, config)), np.asarray(jlstm.apply(mparams, x, bare))
+        np.asarray(APPLY(mparams, x, config)), np.asarray(APPLY(mparams, x, bare))
     )
     k = jax.random.key(4)
-    a = jlstm.apply(mparams, x, config, training=True, key=k)
-    b = jlstm.apply(mparams, x, config, training=True, key=k)
+    a = APPLY(mparams, x, config, training=True, key=k)
+    b = APPLY(mparams, x, config, training=True, key=k)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert not np.allclose(np.asarray(a), np.asarray(jlstm.apply(mparams, x, bare)))
+    assert not np.allclose(np.asarray(a), np.asarray(APPLY(mparams, x, bare)))
 
 
 def test_dropout_layer_between_lstms_is_elementwise_keras_dropout():
     """``output_dropout``: each element of the layer output kept with 1 - rate, scaled."""
     rng = np.random.default_rng(2)
     rate = 0.5
-    config = jlstm.LayerConfig(units=16, input_size=3, output_dropout=rate)
+    config = jlstm.LayerConfig(units=H, input_size=D, output_dropout=rate)
     params = jlstm.init_layer_params(jax.random.key(5), config)
-    x = jnp.asarray(rng.normal(size=(8, 10, 3)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(B, 6, D)), jnp.float32)
     y, _, (raw,) = jlstm.apply_stack(
         [params],
         x,
@@ -203,9 +198,9 @@ def test_dropout_layer_between_lstms_is_elementwise_keras_dropout():
     y, raw = np.asarray(y), np.asarray(raw[0])
     kept = y != 0
     np.testing.assert_allclose(y[kept], raw[kept] / (1 - rate), rtol=1e-6)
-    assert abs((~kept).mean() - rate) < 0.05
+    assert abs((~kept).mean() - rate) < 0.15  # 120 draws: 3.3 sd
     # Not variational: the dropped units change from step to step.
-    assert not all(np.array_equal(kept[:, 0], kept[:, t]) for t in range(1, 10))
+    assert not all(np.array_equal(kept[:, 0], kept[:, t]) for t in range(1, 6))
 
 
 @pytest.mark.parametrize(
@@ -250,7 +245,7 @@ def test_dropout_matches_keras_given_the_same_masks(
     x = rng.normal(size=(b, t, d)).astype("float32")
     mask = MASK if masked else None
     y_k, h_k, c_k = layer(x, mask=mask, training=True)
-    y, state = jlstm.lstm_layer(
+    y, state = LSTM_LAYER(
         params,
         jnp.asarray(x),
         mask=None if mask is None else jnp.asarray(mask),
@@ -266,7 +261,7 @@ def test_dropout_matches_keras_given_the_same_masks(
     np.testing.assert_allclose(np32(state.h), np32(h_k), atol=ATOL, rtol=0)
     np.testing.assert_allclose(np32(state.c), np32(c_k), atol=ATOL, rtol=0)
     # And the masks matter: without them the outputs differ.
-    plain = jlstm.lstm_layer(params, jnp.asarray(x), return_sequences=True)
+    plain = LSTM_LAYER(params, jnp.asarray(x), return_sequences=True)
     assert not np.allclose(np32(plain), np32(y_k), atol=1e-3)
 
 

@@ -14,7 +14,7 @@ import pytest
 import jlstm
 from jlstm.masking import apply_masking, masking_mask, reverse_padded, sequence_lengths
 
-from .keras_helpers import ATOL, MASK, build_lstm, np32
+from .keras_helpers import APPLY, ATOL, LSTM_LAYER, MASK, build_lstm, np32
 
 B, T, D, H = MASK.shape[0], MASK.shape[1], 3, 4
 
@@ -71,7 +71,7 @@ def test_reverse_padded_values_and_involution():
 def test_masked_steps_are_skipped_exactly(problem, go_backwards):
     """Any pattern: the final state equals running only the real steps, in order."""
     x, params = problem
-    _, final = jlstm.lstm_layer(
+    _, final = LSTM_LAYER(
         params, jnp.asarray(x), mask=jnp.asarray(MASK), go_backwards=go_backwards, return_state=True
     )
     for i in range(B):
@@ -81,7 +81,7 @@ def test_masked_steps_are_skipped_exactly(problem, go_backwards):
         if len(real) == 0:
             want = jlstm.zero_state((), H)
         else:
-            _, want = jlstm.lstm_layer(params, jnp.asarray(real), return_state=True)
+            _, want = LSTM_LAYER(params, jnp.asarray(real), return_state=True)
         np.testing.assert_allclose(np32(final.h[i]), np32(want.h), atol=1e-6)
         np.testing.assert_allclose(np32(final.c[i]), np32(want.c), atol=1e-6)
 
@@ -90,14 +90,14 @@ def test_seq_lengths_is_a_mask_shortcut(problem):
     x, params = problem
     lengths = jnp.array([6, 4, 0, 1, 3])
     mask = jlstm.sequence_mask(lengths, T)
-    a = jlstm.lstm_layer(params, jnp.asarray(x), seq_lengths=lengths, return_sequences=True)
-    b = jlstm.lstm_layer(params, jnp.asarray(x), mask=mask, return_sequences=True)
+    a = LSTM_LAYER(params, jnp.asarray(x), seq_lengths=lengths, return_sequences=True)
+    b = LSTM_LAYER(params, jnp.asarray(x), mask=mask, return_sequences=True)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     config = jlstm.ModelConfig(input_size=D, layer_sizes=(H,))
     mparams = jlstm.init_params(jax.random.key(1), config)
     np.testing.assert_array_equal(
-        np.asarray(jlstm.apply(mparams, jnp.asarray(x), config, seq_lengths=lengths)),
-        np.asarray(jlstm.apply(mparams, jnp.asarray(x), config, mask=mask)),
+        np.asarray(APPLY(mparams, jnp.asarray(x), config, seq_lengths=lengths)),
+        np.asarray(APPLY(mparams, jnp.asarray(x), config, mask=mask)),
     )
     with pytest.raises(ValueError, match="either mask or seq_lengths"):
         jlstm.lstm_layer(params, jnp.asarray(x), seq_lengths=lengths, mask=mask)
@@ -112,8 +112,8 @@ def test_mask_value_config_is_a_keras_masking_layer(problem):
         input_size=D, layer_sizes=(H,), return_sequences=True, mask_value=-1.0
     )
     params = jlstm.init_params(jax.random.key(2), config)
-    want = jlstm.apply(params, jnp.asarray(x), config, mask=jnp.asarray(MASK))
-    got = jlstm.apply(params, jnp.asarray(xm), masked)
+    want = APPLY(params, jnp.asarray(x), config, mask=jnp.asarray(MASK))
+    got = APPLY(params, jnp.asarray(xm), masked)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
 
 
@@ -140,7 +140,7 @@ def test_padding_aware_reversal_versus_keras_plain_reversal(problem):
     y_k_aligned = np32(y_k)[:, ::-1]  # Keras returns processing order; flip to align
 
     xr = reverse_padded(jnp.asarray(xp), jnp.asarray(lengths))
-    y_r, final = jlstm.lstm_layer(
+    y_r, final = LSTM_LAYER(
         params,
         xr,
         seq_lengths=jnp.asarray(lengths),
@@ -156,6 +156,6 @@ def test_padding_aware_reversal_versus_keras_plain_reversal(problem):
     np.testing.assert_array_equal(np32(y_k)[1, :2], 0.0)
     # ... and without a mask it reads the padding, padding-aware reversal does not.
     _, h_plain, _ = layer(xp)
-    unmasked = jlstm.lstm_layer(params, xr, return_sequences=True)
+    unmasked = LSTM_LAYER(params, xr, return_sequences=True)
     assert not np.allclose(np32(h_plain)[1], np32(final.h)[1], atol=1e-3)
     np.testing.assert_allclose(np32(unmasked)[np.arange(B), lengths - 1], np32(final.h), atol=1e-6)

@@ -20,7 +20,7 @@ from jlstm import constraints as C
 from jlstm import regularizers as R
 from jlstm.interop.keras import to_keras
 
-from .keras_helpers import np32
+from .keras_helpers import APPLY, np32
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(3, 16)).astype("float32")
@@ -130,7 +130,9 @@ def test_penalty_matches_keras_model_losses(setup):
     params, x, _ = setup
     model = to_keras(CONFIG, params)
     out = model(x)
-    _, penalty = R.regularized_apply(params, jnp.asarray(x), CONFIG)
+    _, penalty = jax.jit(R.regularized_apply, static_argnames="config")(
+        params, jnp.asarray(x), CONFIG
+    )
     np.testing.assert_allclose(float(penalty), float(sum(model.losses)), rtol=1e-5)
     # The weight part alone: every Keras variable's regularizer on its value.
     weights_only = sum(
@@ -139,7 +141,7 @@ def test_penalty_matches_keras_model_losses(setup):
     np.testing.assert_allclose(
         float(R.regularization_loss(params, CONFIG)), weights_only, rtol=1e-5
     )
-    y = jlstm.apply(params, jnp.asarray(x), CONFIG)
+    y = APPLY(params, jnp.asarray(x), CONFIG)
     np.testing.assert_allclose(np32(y), np32(out), atol=1e-5)
 
 
@@ -164,6 +166,7 @@ def _loss(params, x, y):
     return jnp.mean((pred - y) ** 2) + penalty
 
 
+@pytest.mark.slow
 def test_one_sgd_step_matches_keras_training(setup):
     """Keras' train step: loss = mse + sum(model.losses); SGD; then each constraint."""
     params, x, y = setup
@@ -180,20 +183,30 @@ def test_one_sgd_step_matches_keras_training(setup):
 
 
 def test_optax_wrappers(setup):
-    params, x, y = setup
-    x, y = jnp.asarray(x), jnp.asarray(y)
-
-    def data_loss(p):
-        return jnp.mean((jlstm.apply(p, x, CONFIG) - y) ** 2)
-
-    grads = jax.grad(data_loss)(params)
+    params, _, _ = setup
+    rng = np.random.default_rng(2)
+    grads = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params)
     tx = optax.chain(R.add_regularization(CONFIG), optax.sgd(0.1), C.constrain(CONFIG))
-    updates, _ = tx.update(grads, tx.init(params), params)
-    got = optax.apply_updates(params, updates)
-    # By hand: the weight penalty in the loss, SGD, then the projection.
-    full = jax.grad(lambda p: data_loss(p) + R.regularization_loss(p, CONFIG))(params)
-    want = C.apply_constraints(jax.tree.map(lambda p, g: p - 0.1 * g, params, full), CONFIG)
+
+    @jax.jit
+    def with_optax(params, grads):
+        updates, _ = tx.update(grads, tx.init(params), params)
+        return optax.apply_updates(params, updates)
+
+    @jax.jit
+    def by_hand(params, grads):
+        # The gradient of the weight penalty added, SGD, then the projection.
+        penalty = jax.grad(R.regularization_loss)(params, CONFIG)
+        stepped = jax.tree.map(lambda p, g, r: p - 0.1 * (g + r), params, grads, penalty)
+        return C.apply_constraints(stepped, CONFIG), penalty
+
+    got = with_optax(params, grads)
+    want, penalty = by_hand(params, grads)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    # The penalty gradient is not zero (L1 on the head kernel: 0.01 * sign(w)).
+    np.testing.assert_allclose(
+        np.asarray(penalty.head.kernel), 0.01 * np.sign(np.asarray(params.head.kernel)), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="needs params"):
         C.constrain(CONFIG).update(grads, optax.EmptyState())

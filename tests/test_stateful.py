@@ -12,9 +12,9 @@ import pytest
 
 import jlstm
 from jlstm.interop.keras import to_keras
-from jlstm.stateful import _stream_step_jit
+from jlstm.stateful import _apply_stateful_jit, _stream_step_jit
 
-from .keras_helpers import ATOL, MASK, np32
+from .keras_helpers import APPLY, ATOL, MASK, np32
 
 B, T, D = MASK.shape[0], MASK.shape[1], 2
 
@@ -34,7 +34,9 @@ def chunks():
     return x, mask
 
 
-@pytest.mark.parametrize("bidirectional", [False, "ave"])
+@pytest.mark.parametrize(
+    "bidirectional", [False, pytest.param("ave", marks=pytest.mark.slow)], ids=["uni", "bi-ave"]
+)
 def test_stateful_batches_match_keras(chunks, bidirectional):
     x, mask = chunks
     xm = np.where(mask[..., None], x, -9.0).astype("float32")
@@ -68,17 +70,15 @@ def test_chunked_equals_whole_with_masks(chunks):
     x, mask = chunks
     config = jlstm.ModelConfig(input_size=D, layer_sizes=(4, 3), return_sequences=True)
     params = _random_params(config, 2)
-    whole, whole_states = jlstm.apply(
+    whole, whole_states = APPLY(
         params, jnp.asarray(x), config, mask=jnp.asarray(mask), return_state=True
     )
-    states = jlstm.init_states(config, B)
+    model = jlstm.StatefulModel(params, config, batch_size=B)  # jitted apply_stateful
     outs = []
     for k in range(3):
         piece = slice(k * T, (k + 1) * T)
-        y, states = jlstm.apply_stateful(
-            params, jnp.asarray(x[:, piece]), states, config, mask=jnp.asarray(mask[:, piece])
-        )
-        outs.append(y)
+        outs.append(model(x[:, piece], mask=jnp.asarray(mask[:, piece])))
+    states = model.states
     np.testing.assert_allclose(np32(jnp.concatenate(outs, 1)), np32(whole), atol=1e-6)
     for ours, theirs in zip(jax.tree.leaves(states), jax.tree.leaves(whole_states), strict=True):
         np.testing.assert_allclose(np32(ours), np32(theirs), atol=1e-6)
@@ -89,11 +89,11 @@ def test_per_sample_reset(chunks):
     config = jlstm.ModelConfig(input_size=D, layer_sizes=(4,), return_sequences=True)
     params = _random_params(config, 3)
     first, second = jnp.asarray(x[:, :T]), jnp.asarray(x[:, T : 2 * T])
-    _, states = jlstm.apply_stateful(params, first, jlstm.init_states(config, B), config)
+    _, states = _apply_stateful_jit(params, first, jlstm.init_states(config, B), config)
     reset = jnp.array([True, False, True, False, False])
-    y, _ = jlstm.apply_stateful(params, second, states, config, reset=reset)
-    fresh = jlstm.apply(params, second, config)  # from zero state
-    carried = jlstm.apply(params, second, config, initial_states=states)
+    y, _ = _apply_stateful_jit(params, second, states, config, reset=reset)
+    fresh = APPLY(params, second, config)  # from zero state
+    carried = APPLY(params, second, config, initial_states=states)
     np.testing.assert_array_equal(np32(y)[np.asarray(reset)], np32(fresh)[np.asarray(reset)])
     np.testing.assert_array_equal(np32(y)[~np.asarray(reset)], np32(carried)[~np.asarray(reset)])
     zeroed = jlstm.reset_states(states, reset)
@@ -110,7 +110,7 @@ def test_streaming_step_matches_the_full_sequence(chunks):
         input_size=D, layer_sizes=(4, 3), output_size=2, return_sequences=True
     )
     params = _random_params(config, 4)
-    full = np32(jlstm.apply(params, jnp.asarray(x), config, mask=jnp.asarray(mask)))
+    full = np32(APPLY(params, jnp.asarray(x), config, mask=jnp.asarray(mask)))
     model = jlstm.StatefulModel(params, config, batch_size=B)
     before = _stream_step_jit._cache_size()
     steps = [np32(model.step(x[:, t], mask_t=mask[:, t])) for t in range(T)]
@@ -121,7 +121,7 @@ def test_streaming_step_matches_the_full_sequence(chunks):
     states = jlstm.init_states(last_only, B)
     for t in range(3):
         y_t, states = jlstm.stream_step(params, states, jnp.asarray(x[:, t]), last_only)
-    prefix = jlstm.apply(params, jnp.asarray(x[:, :3]), last_only)
+    prefix = APPLY(params, jnp.asarray(x[:, :3]), last_only)
     np.testing.assert_allclose(np32(y_t), np32(prefix), atol=1e-6)
 
 
