@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -34,6 +35,7 @@ __all__ = [
     "STANDARD_ACTIVATIONS_HINT",
     "Folded",
     "Sequence",
+    "chunks",
     "flatten",
     "fold",
     "forward",
@@ -149,15 +151,23 @@ class Sequence(NamedTuple):
     Attributes:
         ys: ``(T, B, H)`` outputs.
         final: ``LSTMState`` after the last step, ``(B, H)`` each.
-        hs: ``(T, B, H)`` hidden states (only with ``save``, and only when they differ
-            from ``ys``, that is with a mask and ``zero_output``; else ``None``).
-        cs: ``(T, B, H)`` cell states (only with ``save``).
+        hs: ``(T, B, H)`` hidden states, only when saving and they differ from ``ys``
+            (a mask with ``zero_output``); else ``None``.
+        boundaries: ``(chunks, B, H)`` the cell state before the first step of each
+            backward chunk (``chunks(T, chunk)``), only when saving; else ``None``.
     """
 
     ys: Array
     final: LSTMState
     hs: Array | None
-    cs: Array | None
+    boundaries: Array | None
+
+
+def chunks(steps: int, chunk: int) -> tuple[int, int]:
+    """How ``T`` steps split into chunks: ``(head, full)``, a first chunk of ``head``
+    steps (``0 <= head < chunk``) then ``full`` chunks of ``chunk`` steps."""
+    full, head = divmod(steps, chunk)
+    return head, full
 
 
 def forward(
@@ -169,7 +179,7 @@ def forward(
     mask: Array | None = None,
     recurrent_mask: Array | None = None,
     zero_output: bool = False,
-    save: bool = False,
+    save_chunk: int | None = None,
     unroll: int = 1,
 ) -> Sequence:
     """Scan the fused cell over ``xs`` ``(T, B, D)`` from ``(h0, c0)`` ``(B, H)``.
@@ -179,12 +189,16 @@ def forward(
         mask: ``(T, B)`` bool: where false the step keeps the state and emits the
             previous output (zeros with ``zero_output``), as Keras does.
         recurrent_mask: ``(B, H)`` dropout mask multiplying ``h_{t-1}`` before ``U``.
-        save: also return the state sequences the backward pass of ``fused_vjp`` needs.
+        save_chunk: also return what the backward pass of ``fused_vjp`` needs, for
+            chunks of this many steps: the cell states at the chunk boundaries (and the
+            hidden states when they differ from the outputs). The other cell states
+            are recomputed from those, so the forward pass stores ``(chunks, B, H)``
+            instead of ``(T, B, H)``.
         unroll: ``lax.scan`` unroll factor.
     """
     units = h0.shape[-1]
     kernel, recurrent, bias = folded
-    keep_hs = save and mask is not None and zero_output
+    keep_hs = save_chunk is not None and mask is not None and zero_output
 
     def step(carry, inputs):
         h, c = carry
@@ -203,18 +217,37 @@ def forward(
             h_t = jnp.where(keep, h_new, h)
             c_t = jnp.where(keep, c_new, c)
             y = jnp.where(keep, h_new, jnp.zeros_like(h) if zero_output else h)
-        if not save:
-            return (h_t, c_t), y
-        return (h_t, c_t), (y, h_t, c_t) if keep_hs else (y, c_t)
+        return (h_t, c_t), ((y, h_t) if keep_hs else y)
 
-    (h_last, c_last), out = lax.scan(step, (h0, c0), (xs, mask), unroll=unroll)
-    if not save:
-        return Sequence(out, LSTMState(h_last, c_last), None, None)
-    if keep_hs:
-        ys, hs, cs = out
-        return Sequence(ys, LSTMState(h_last, c_last), hs, cs)
-    ys, cs = out
-    return Sequence(ys, LSTMState(h_last, c_last), None, cs)
+    if save_chunk is None:
+        (h_last, c_last), ys = lax.scan(step, (h0, c0), (xs, mask), unroll=unroll)
+        return Sequence(ys, LSTMState(h_last, c_last), None, None)
+
+    head, full = chunks(xs.shape[0], save_chunk)
+    carry = (h0, c0)
+    outs, bounds = [], []
+    if head:
+        head_mask = None if mask is None else mask[:head]
+        carry, out = lax.scan(step, carry, (xs[:head], head_mask), unroll=unroll)
+        outs.append(out)
+        bounds.append(c0[None])
+    if full:
+
+        def blocks(a):
+            return None if a is None else a[head:].reshape(full, save_chunk, *a.shape[1:])
+
+        def chunk_step(carry, inputs):
+            c_before = carry[1]
+            carry, out = lax.scan(step, carry, inputs, unroll=unroll)
+            return carry, (out, c_before)
+
+        carry, (out, c_before) = lax.scan(chunk_step, carry, (blocks(xs), blocks(mask)))
+        outs.append(jax.tree.map(lambda a: a.reshape(full * save_chunk, *a.shape[2:]), out))
+        bounds.append(c_before)
+    out = outs[0] if len(outs) == 1 else jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
+    ys, hs = out if keep_hs else (out, None)
+    boundaries = bounds[0] if len(bounds) == 1 else jnp.concatenate(bounds)
+    return Sequence(ys, LSTMState(*carry), hs, boundaries)
 
 
 def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):

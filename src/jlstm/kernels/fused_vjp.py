@@ -102,7 +102,7 @@ def _sequence(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask)
 
 
 def _sequence_fwd(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
-    zero_output, _ = static
+    zero_output, chunk = static
     seq = fused.forward(
         fused.fold(CellParams(kernel, recurrent, bias)),
         xs,
@@ -111,28 +111,25 @@ def _sequence_fwd(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_m
         mask=mask,
         recurrent_mask=recurrent_mask,
         zero_output=zero_output,
-        save=True,
+        save_chunk=_chunk(chunk, xs.shape[0]),
     )
     hs = seq.ys if seq.hs is None else seq.hs
-    residuals = (kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask, hs, seq.cs)
+    residuals = (kernel, recurrent, bias, xs, h0, mask, recurrent_mask, hs, seq.boundaries)
     return (seq.ys, seq.final.h, seq.final.c), residuals
+
+
+def _chunk(chunk: int, steps: int) -> int:
+    return max(1, min(chunk, steps))
 
 
 def _sequence_bwd(static, residuals, cotangents):
     zero_output, chunk = static
-    kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask, hs, cs = residuals
+    kernel, recurrent, bias, xs, h0, mask, recurrent_mask, hs, boundaries = residuals
     dys, dh_last, dc_last = cotangents
     steps = xs.shape[0]
+    chunk = _chunk(chunk, steps)
+    head, full = fused.chunks(steps, chunk)
     folded = fused.fold(CellParams(kernel, recurrent, bias))
-    chunk = max(1, min(chunk, steps))
-    n_full, rest = divmod(steps, chunk)
-
-    # Chunks: a head of `rest` steps, then `n_full` chunks of `chunk` steps. Each
-    # chunk needs the states before its first step: h0/c0 or those stored at a - 1.
-    def before(states, initial):
-        if rest:
-            return states[rest - 1 : steps - 1 : chunk]
-        return jnp.concatenate([initial[None], states[chunk - 1 : steps - 1 : chunk]])
 
     def body(carry, inputs):
         return _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, carry, inputs)
@@ -146,20 +143,25 @@ def _sequence_bwd(static, residuals, cotangents):
         jnp.zeros((4 * units,), recurrent.dtype),
     )
     pieces = []
-    if n_full:
+    if full:
 
         def blocks(a):
-            return None if a is None else a[rest:].reshape(n_full, chunk, *a.shape[1:])
+            return None if a is None else a[head:].reshape(full, chunk, *a.shape[1:])
 
-        inputs = (blocks(xs), blocks(hs), blocks(cs), blocks(dys), blocks(mask))
+        # The hidden state before each full chunk: stored at a - 1, or h0 at a = 0.
+        if head:
+            h_before = hs[head - 1 : steps - 1 : chunk]
+        else:
+            h_before = jnp.concatenate([h0[None], hs[chunk - 1 : steps - 1 : chunk]])
+        inputs = (blocks(xs), blocks(hs), blocks(dys), blocks(mask))
         carry, dxs_full = lax.scan(
-            body, carry, (*inputs, before(hs, h0), before(cs, c0)), reverse=True
+            body, carry, (*inputs, h_before, boundaries[1 if head else 0 :]), reverse=True
         )
-        pieces.append(dxs_full.reshape(n_full * chunk, *xs.shape[1:]))
-    if rest:
-        head_mask = None if mask is None else mask[:rest]
-        head = (xs[:rest], hs[:rest], cs[:rest], dys[:rest], head_mask, h0, c0)
-        carry, dxs_head = body(carry, head)
+        pieces.append(dxs_full.reshape(full * chunk, *xs.shape[1:]))
+    if head:
+        head_mask = None if mask is None else mask[:head]
+        inputs = (xs[:head], hs[:head], dys[:head], head_mask, h0, boundaries[0])
+        carry, dxs_head = body(carry, inputs)
         pieces.insert(0, dxs_head)
     dh0, dc0, d_kernel, d_recurrent, d_bias = carry
     dxs = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces)
@@ -173,24 +175,31 @@ _sequence.defvjp(_sequence_fwd, _sequence_bwd)
 def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, carry, inputs):
     """Backward pass over one chunk of K steps (module docstring, steps 1 to 3).
 
-    ``inputs``: ``x`` ``(K, B, D)``, ``h``/``c`` ``(K, B, H)`` the states after each step,
-    ``dy`` ``(K, B, H)``, ``m`` ``(K, B)`` or ``None``, and ``h``/``c`` ``(B, H)`` before
-    the chunk. ``carry``: ``dh, dc`` ``(B, H)`` flowing into the chunk's last step, and
-    the running ``dW`` ``(D, 4H)``, ``dU`` ``(H, 4H)``, ``db`` ``(4H,)``.
+    ``inputs``: ``x`` ``(K, B, D)``, ``h`` ``(K, B, H)`` the hidden states after each
+    step, ``dy`` ``(K, B, H)``, ``m`` ``(K, B)`` or ``None``, and ``h``/``c`` ``(B, H)``
+    before the chunk. ``carry``: ``dh, dc`` ``(B, H)`` flowing into the chunk's last
+    step, and the running ``dW`` ``(D, 4H)``, ``dU`` ``(H, 4H)``, ``db`` ``(4H,)``.
     """
     dh, dc, d_kernel, d_recurrent, d_bias = carry
-    x, h, c, dy, m, h_first, c_first = inputs
+    x, h, dy, m, h_first, c_first = inputs
     units = h.shape[-1]
     h_prev = jnp.concatenate([h_first[None], h[:-1]])
-    c_prev = jnp.concatenate([c_first[None], c[:-1]])
     if recurrent_mask is not None:
         h_prev = h_prev * recurrent_mask
     z = fused.project(x, folded.kernel) + h_prev @ folded.recurrent_kernel
     if folded.bias is not None:
         z = z + folded.bias
     i, f, g, o = fused.gates(jnp.tanh(z), units)
-    # The cell state the step computed; with a mask, c holds the kept state instead.
-    c_new = c if m is None else f * c_prev + i * g
+
+    # The cell states, recomputed from the one stored before the chunk: elementwise,
+    # no products. c_new is what each step computed, c_prev the state it started from.
+    def cell(c, inputs):
+        i, f, g, m = inputs
+        c_new = f * c + i * g
+        c_t = c_new if m is None else jnp.where(m[:, None], c_new, c)
+        return c_t, (c_new, c)
+
+    _, (c_new, c_prev) = lax.scan(cell, c_first, (i, f, g, m))
     recurrent_t = recurrent.T
 
     def step(carry, inputs):
