@@ -59,11 +59,11 @@ def cell_params(lstm) -> CellParams:
     )
 
 
-def build_lstm(rng, units: int, input_size: int, **kwargs):
+def build_lstm(rng, units: int, input_size: int, *, scale: float = 0.5, **kwargs):
     """A built, randomised ``keras.layers.LSTM`` and its weights as ``CellParams``."""
     layer = keras.layers.LSTM(units, **kwargs)
     layer.build((None, None, input_size))
-    randomize(layer, rng)
+    randomize(layer, rng, scale)
     return layer, cell_params(layer)
 
 

@@ -35,11 +35,12 @@ def data():
     return x, h0, c0
 
 
-def _compare(data, seed, keras_kwargs, *, mask=None, initial_state=False):
-    """Run Keras and jlstm on the same weights and inputs; assert outputs and states match."""
+def _compare(data, seed, keras_kwargs, *, mask=None, initial_state=False, rtol=0.0, scale=0.5):
+    """Run Keras and jlstm on the same weights and inputs; assert outputs and states match
+    to ``ATOL`` (plus ``rtol`` relative, for unbounded activations whose values grow)."""
     x, h0, c0 = data
     rng = np.random.default_rng(seed)
-    layer, params = build_lstm(rng, H, D, return_state=True, **keras_kwargs)
+    layer, params = build_lstm(rng, H, D, scale=scale, return_state=True, **keras_kwargs)
     call = {}
     if mask is not None:
         call["mask"] = mask
@@ -60,9 +61,9 @@ def _compare(data, seed, keras_kwargs, *, mask=None, initial_state=False):
         return_state=True,
         **options,
     )
-    np.testing.assert_allclose(np32(y), np32(y_keras), atol=ATOL, rtol=0)
-    np.testing.assert_allclose(np32(state.h), np32(h_keras), atol=ATOL, rtol=0)
-    np.testing.assert_allclose(np32(state.c), np32(c_keras), atol=ATOL, rtol=0)
+    for ours, theirs in ((y, y_keras), (state.h, h_keras), (state.c, c_keras)):
+        assert np.isfinite(np32(theirs)).all()
+        np.testing.assert_allclose(np32(ours), np32(theirs), atol=ATOL, rtol=rtol)
     return y, state
 
 
@@ -287,9 +288,9 @@ def test_every_activation_matches_keras(data, name, role):
     other = "sigmoid" if role == "activation" else "tanh"
     kwargs = {role: name, "return_sequences": True}
     kwargs["recurrent_activation" if role == "activation" else "activation"] = other
-    if name == "exponential":
-        kwargs["return_sequences"] = False  # keep values moderate: compare the last step
-    _compare(data, 10, kwargs, mask=MASK, initial_state=True)
+    # Unbounded gates (linear, relu, exponential, ...) let the cell state grow far past 1:
+    # smaller weights keep it finite, and float32 agreement is then relative (1e-5).
+    _compare(data, 10, kwargs, mask=MASK, initial_state=True, rtol=1e-5, scale=0.25)
 
 
 @pytest.mark.slow
