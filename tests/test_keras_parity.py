@@ -197,6 +197,7 @@ def test_model_apply_matches_keras_stack_with_masking(data):
         w.assign(rng.normal(0.0, 0.5, size=tuple(w.shape)).astype("float32"))
     config, params = load_keras(model)
     assert config.mask_value == -1.0 and config.go_backwards == (True, False)
+    assert config.implementation == (1, "auto")  # Keras' 2 runs on jlstm's fastest mode
     y = APPLY(params, jnp.asarray(xm), config)
     np.testing.assert_allclose(np32(y), model.predict(xm, verbose=0), atol=ATOL, rtol=0)
 

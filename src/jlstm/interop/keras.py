@@ -223,8 +223,7 @@ def _lstm_options(layer) -> dict[str, Any]:
         unit_forget_bias=bool(cfg["unit_forget_bias"]),
         dropout=float(cfg["dropout"]),
         recurrent_dropout=float(cfg["recurrent_dropout"]),
-        # Not in Keras' config (a constructor-only kwarg): read it from the cell.
-        implementation=int(getattr(layer.cell, "implementation", 2)),
+        implementation=_implementation(layer, float(cfg["recurrent_dropout"])),
         go_backwards=bool(cfg["go_backwards"]),
         unroll=bool(cfg["unroll"]),
         zero_output_for_mask=bool(cfg.get("zero_output_for_mask", False)),
@@ -237,6 +236,18 @@ def _lstm_options(layer) -> dict[str, Any]:
         bias_constraint=_constraint(cfg["bias_constraint"], layer),
         return_sequences=bool(cfg["return_sequences"]),
     )
+
+
+def _implementation(layer, recurrent_dropout: float) -> int | str:
+    """Keras' ``implementation`` as a jlstm one: 1 stays 1 (one dropout mask per gate);
+    Keras' 2, and the 1 it forces with recurrent dropout, become ``"auto"``, which
+    computes the same function with the same dropout mask layout, on the fastest mode.
+
+    ``implementation`` is not in Keras' config (a constructor-only argument), so it is
+    read from the live cell; a ``.keras`` file always comes back with Keras' default.
+    """
+    keras_value = int(getattr(layer.cell, "implementation", 2))
+    return 1 if keras_value == 1 and recurrent_dropout == 0.0 else "auto"
 
 
 def _cell_params(layer) -> CellParams:
