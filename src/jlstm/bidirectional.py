@@ -99,7 +99,7 @@ def bidirectional_layer(
     unroll: bool | int = False,
     activation: ActivationSpec = "tanh",
     recurrent_activation: ActivationSpec = "sigmoid",
-    implementation: int | str = 2,
+    implementation: int | str = "auto",
     dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
     training: bool = False,
