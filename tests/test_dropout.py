@@ -140,6 +140,7 @@ def test_layer_draws_keras_mask_layout_from_the_key(
     np.testing.assert_array_equal(np.asarray(y), np.asarray(given))
 
 
+@pytest.mark.slow
 def test_same_key_same_result_other_key_other_draw():
     rng = np.random.default_rng(0)
     params = jlstm.init_cell_params(jax.random.key(1), D, H)

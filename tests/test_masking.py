@@ -93,12 +93,6 @@ def test_seq_lengths_is_a_mask_shortcut(problem):
     a = LSTM_LAYER(params, jnp.asarray(x), seq_lengths=lengths, return_sequences=True)
     b = LSTM_LAYER(params, jnp.asarray(x), mask=mask, return_sequences=True)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    config = jlstm.ModelConfig(input_size=D, layer_sizes=(H,))
-    mparams = jlstm.init_params(jax.random.key(1), config)
-    np.testing.assert_array_equal(
-        np.asarray(APPLY(mparams, jnp.asarray(x), config, seq_lengths=lengths)),
-        np.asarray(APPLY(mparams, jnp.asarray(x), config, mask=mask)),
-    )
     with pytest.raises(ValueError, match="either mask or seq_lengths"):
         jlstm.lstm_layer(params, jnp.asarray(x), seq_lengths=lengths, mask=mask)
 
@@ -115,6 +109,12 @@ def test_mask_value_config_is_a_keras_masking_layer(problem):
     want = APPLY(params, jnp.asarray(x), config, mask=jnp.asarray(MASK))
     got = APPLY(params, jnp.asarray(xm), masked)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+    # And seq_lengths at the model level: the right-padded mask.
+    lengths = jnp.array([6, 4, 0, 1, 3])
+    np.testing.assert_array_equal(
+        np.asarray(APPLY(params, jnp.asarray(x), config, seq_lengths=lengths)),
+        np.asarray(APPLY(params, jnp.asarray(x), config, mask=jlstm.sequence_mask(lengths, T))),
+    )
 
 
 def test_padding_aware_reversal_versus_keras_plain_reversal(problem):
