@@ -36,7 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .constraints import apply_constraints, has_constraints
 from .model import ModelConfig, apply, init_params
+from .regularizers import has_activity_regularizer, has_weight_regularizer, regularized_apply
 from .types import Array, ModelParams
 
 __all__ = [
@@ -187,11 +189,29 @@ def _pointwise_loss(name: str, err: Array) -> Array:
     return err * err
 
 
-def _batch_loss(params, config: ModelConfig, loss: str, x, y, w, *, training: bool, key=None):
-    """Weighted mean over the real rows (``w`` 1) of the per-window mean loss."""
-    pred = apply(params, x, config, training=training, key=key)
+def _batch_loss(
+    params,
+    config: ModelConfig,
+    loss: str,
+    x,
+    y,
+    w,
+    *,
+    training: bool,
+    key=None,
+    regularize: bool = False,
+):
+    """Weighted mean over the real rows (``w`` 1) of the per-window mean loss.
+
+    With ``regularize``, the config's weight and activity regularizers are added
+    (Keras' ``sum(model.losses)``).
+    """
+    if regularize:
+        pred, penalty = regularized_apply(params, x, config, training=training, key=key)
+    else:
+        pred, penalty = apply(params, x, config, training=training, key=key), 0.0
     per_row = jnp.mean(_pointwise_loss(loss, pred - y), axis=-1)
-    return jnp.sum(per_row * w) / jnp.maximum(jnp.sum(w), 1.0)
+    return jnp.sum(per_row * w) / jnp.maximum(jnp.sum(w), 1.0) + penalty
 
 
 def make_train_step(
@@ -208,18 +228,28 @@ def make_train_step(
         config: the model's ``ModelConfig`` (static).
         optimizer: an optax transformation.
         loss: ``"mse"``, ``"mae"`` or ``"huber"``.
-        penalty: optional ``params -> ()`` scalar added to the loss (weight
-            regularizers), differentiated with it.
-        project: optional ``params -> params`` applied after the update (weight
-            constraints such as max-norm), inside the same jitted step.
+        penalty: optional ``params -> ()`` scalar added to the loss, differentiated
+            with it, on top of the config's own regularizers.
+        project: optional ``params -> params`` applied after the update, after the
+            config's own constraints, inside the same jitted step.
+
+    The config's Keras regularizers (kernel, recurrent, bias and activity, on every
+    layer and the head) are part of the training loss and its constraints are
+    applied after every update, as in Keras' ``fit``. Validation losses
+    (``make_eval_loss``) are the data loss alone.
 
     The returned function takes ``x`` ``(B, T, D)``, ``y`` ``(B, O)`` and ``w`` ``(B,)``
     float32 row weights (0 for padding rows) and returns the new ``TrainState``
     and the ``()`` float32 loss of the batch (data loss plus penalty).
     """
 
+    regularize = has_weight_regularizer(config) or has_activity_regularizer(config)
+    constrain = has_constraints(config)
+
     def objective(params, x, y, w, key):
-        value = _batch_loss(params, config, loss, x, y, w, training=True, key=key)
+        value = _batch_loss(
+            params, config, loss, x, y, w, training=True, key=key, regularize=regularize
+        )
         if penalty is not None:
             value = value + penalty(params)
         return value
@@ -230,6 +260,8 @@ def make_train_step(
         value, grads = jax.value_and_grad(objective)(state.params, x, y, w, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if constrain:
+            params = apply_constraints(params, config)
         if project is not None:
             params = project(params)
         return TrainState(params, opt_state, state.step + 1, state.key), value
