@@ -32,6 +32,8 @@ from ..activations import ACTIVATIONS
 from ..types import Array, CellParams, LSTMState
 
 __all__ = [
+    "HOIST_CHUNK",
+    "HOIST_MIN_FEATURES",
     "STANDARD_ACTIVATIONS_HINT",
     "Folded",
     "Sequence",
@@ -45,6 +47,12 @@ __all__ = [
     "run",
     "unflatten",
 ]
+
+# Input widths from which the forward pass computes x @ W + b per chunk as one product
+# instead of once per step (measured, benchmarks/README.md). At D = 1 the per-step
+# product is an elementwise broadcast that fuses into the step.
+HOIST_MIN_FEATURES = 8
+HOIST_CHUNK = 10
 
 STANDARD_ACTIVATIONS_HINT = (
     "the fused kernels compute the standard LSTM (activation='tanh', "
@@ -155,12 +163,15 @@ class Sequence(NamedTuple):
             (a mask with ``zero_output``); else ``None``.
         boundaries: ``(chunks, B, H)`` the cell state before the first step of each
             backward chunk (``chunks(T, chunk)``), only when saving; else ``None``.
+        gates: ``(T, B, 4H)`` ``tanh`` of the folded gate pre-activations, only when
+            saving with ``save_gates``; else ``None``.
     """
 
     ys: Array
     final: LSTMState
     hs: Array | None
     boundaries: Array | None
+    gates: Array | None = None
 
 
 def chunks(steps: int, chunk: int) -> tuple[int, int]:
@@ -179,7 +190,10 @@ def forward(
     mask: Array | None = None,
     recurrent_mask: Array | None = None,
     zero_output: bool = False,
-    save_chunk: int | None = None,
+    chunk: int | None = None,
+    save: bool = False,
+    save_gates: bool = False,
+    hoist: bool = False,
     unroll: int = 1,
 ) -> Sequence:
     """Scan the fused cell over ``xs`` ``(T, B, D)`` from ``(h0, c0)`` ``(B, H)``.
@@ -189,25 +203,36 @@ def forward(
         mask: ``(T, B)`` bool: where false the step keeps the state and emits the
             previous output (zeros with ``zero_output``), as Keras does.
         recurrent_mask: ``(B, H)`` dropout mask multiplying ``h_{t-1}`` before ``U``.
-        save_chunk: also return what the backward pass of ``fused_vjp`` needs, for
-            chunks of this many steps: the cell states at the chunk boundaries (and the
-            hidden states when they differ from the outputs). The other cell states
-            are recomputed from those, so the forward pass stores ``(chunks, B, H)``
-            instead of ``(T, B, H)``.
-        unroll: ``lax.scan`` unroll factor.
+        chunk: run the steps in chunks of this many (``chunks(T, chunk)``), an outer
+            scan over chunks around an inner scan over steps; ``None``: one scan.
+        save: also return what the backward pass of ``fused_vjp`` needs: the cell
+            states at the chunk boundaries (and the hidden states when they differ
+            from the outputs). The other cell states are recomputed from those, so
+            the forward pass stores ``(chunks, B, H)`` instead of ``(T, B, H)``.
+        save_gates: with ``save``, also store every step's ``tanh`` of the folded
+            gate array, ``(T, B, 4H)``, so the backward pass need not recompute it.
+        hoist: compute ``x @ W + b`` for a whole chunk as one product before its
+            steps (the whole sequence when ``chunk`` is ``None``).
+        unroll: ``lax.scan`` unroll factor of the steps.
     """
     units = h0.shape[-1]
     kernel, recurrent, bias = folded
-    keep_hs = save_chunk is not None and mask is not None and zero_output
+    keep_hs = save and mask is not None and zero_output
+    if save and chunk is None:
+        chunk = xs.shape[0]
 
     def step(carry, inputs):
         h, c = carry
         x, m = inputs
         h_in = h if recurrent_mask is None else h * recurrent_mask
-        z = project(x, kernel) + h_in @ recurrent
-        if bias is not None:
-            z = z + bias
-        i, f, g, o = gates(jnp.tanh(z), units)
+        if hoist:
+            z = x + h_in @ recurrent  # x is x_t @ W + b, computed per chunk
+        else:
+            z = project(x, kernel) + h_in @ recurrent
+            if bias is not None:
+                z = z + bias
+        t = jnp.tanh(z)
+        i, f, g, o = gates(t, units)
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         if m is None:
@@ -217,37 +242,47 @@ def forward(
             h_t = jnp.where(keep, h_new, h)
             c_t = jnp.where(keep, c_new, c)
             y = jnp.where(keep, h_new, jnp.zeros_like(h) if zero_output else h)
-        return (h_t, c_t), ((y, h_t) if keep_hs else y)
+        if not save:
+            return (h_t, c_t), y
+        return (h_t, c_t), (y, h_t if keep_hs else None, t if save_gates else None)
 
-    if save_chunk is None:
-        (h_last, c_last), ys = lax.scan(step, (h0, c0), (xs, mask), unroll=unroll)
-        return Sequence(ys, LSTMState(h_last, c_last), None, None)
+    def steps(carry, x, m):
+        if hoist:
+            x = project(x, kernel)  # (K, B, 4H): one product for the chunk
+            if bias is not None:
+                x = x + bias
+        return lax.scan(step, carry, (x, m), unroll=unroll)
 
-    head, full = chunks(xs.shape[0], save_chunk)
+    if chunk is None:
+        (h_last, c_last), ys = steps((h0, c0), xs, mask)
+        return Sequence(ys, LSTMState(h_last, c_last), None, None, None)
+
+    head, full = chunks(xs.shape[0], chunk)
     carry = (h0, c0)
     outs, bounds = [], []
     if head:
-        head_mask = None if mask is None else mask[:head]
-        carry, out = lax.scan(step, carry, (xs[:head], head_mask), unroll=unroll)
+        carry, out = steps(carry, xs[:head], None if mask is None else mask[:head])
         outs.append(out)
         bounds.append(c0[None])
     if full:
 
         def blocks(a):
-            return None if a is None else a[head:].reshape(full, save_chunk, *a.shape[1:])
+            return None if a is None else a[head:].reshape(full, chunk, *a.shape[1:])
 
         def chunk_step(carry, inputs):
             c_before = carry[1]
-            carry, out = lax.scan(step, carry, inputs, unroll=unroll)
+            carry, out = steps(carry, *inputs)
             return carry, (out, c_before)
 
         carry, (out, c_before) = lax.scan(chunk_step, carry, (blocks(xs), blocks(mask)))
-        outs.append(jax.tree.map(lambda a: a.reshape(full * save_chunk, *a.shape[2:]), out))
+        outs.append(jax.tree.map(lambda a: a.reshape(full * chunk, *a.shape[2:]), out))
         bounds.append(c_before)
     out = outs[0] if len(outs) == 1 else jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
-    ys, hs = out if keep_hs else (out, None)
+    if not save:
+        return Sequence(out, LSTMState(*carry), None, None, None)
+    ys, hs, ts = out
     boundaries = bounds[0] if len(bounds) == 1 else jnp.concatenate(bounds)
-    return Sequence(ys, LSTMState(*carry), hs, boundaries)
+    return Sequence(ys, LSTMState(*carry), hs, boundaries, ts)
 
 
 def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
@@ -265,6 +300,7 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
         xs, state, mask, None, recurrent_mask
     )
     unroll = xs.shape[0] if options.unroll is True else max(int(options.unroll), 1)
+    hoist = xs.shape[-1] >= HOIST_MIN_FEATURES
     seq = forward(
         fold(params),
         xs,
@@ -273,6 +309,8 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
         mask=mask,
         recurrent_mask=recurrent_mask,
         zero_output=options.zero_output_for_mask,
+        chunk=min(HOIST_CHUNK, xs.shape[0]) if hoist else None,
+        hoist=hoist,
         unroll=unroll,
     )
     return unflatten(seq.ys, seq.final, batch_shape)

@@ -40,12 +40,18 @@ from jax import lax
 from ..types import Array, CellParams, LSTMState
 from . import fused
 
-__all__ = ["CHUNK", "run", "sequence"]
+__all__ = ["CHUNK", "STORE_GATES_MAX_BYTES", "run", "sequence"]
 
 # Steps per backward chunk. Measured on XLA:CPU (benchmarks/README.md): 10 to 20 is
 # the plateau for the seed model at T = 100; shorter chunks make the weight-gradient
 # products small, longer ones spill the chunk's gate arrays out of cache.
 CHUNK = 10
+
+# Largest gate array (T * B * 4H * itemsize) the forward pass keeps for the backward
+# pass; above it the gates are recomputed per chunk. Measured (benchmarks/README.md):
+# storing pays while the array stays in cache-friendly sizes and well below the size
+# at which the allocator hands out fresh, page-faulting memory every step.
+STORE_GATES_MAX_BYTES = 4 * 2**20
 
 
 def sequence(
@@ -58,6 +64,8 @@ def sequence(
     recurrent_mask: Array | None = None,
     zero_output: bool = False,
     chunk: int = CHUNK,
+    hoist: bool | None = None,
+    store_gates: bool | None = None,
 ) -> tuple[Array, LSTMState]:
     """Run the standard LSTM over ``xs`` ``(T, B, D)`` from ``(h0, c0)`` ``(B, H)``.
 
@@ -66,14 +74,25 @@ def sequence(
         mask: ``(T, B)`` bool step mask (Keras semantics) or ``None``.
         recurrent_mask: ``(B, H)`` dropout mask on ``h_{t-1}`` or ``None``.
         zero_output: emit zeros at masked steps instead of the previous output.
-        chunk: steps per backward chunk.
+        chunk: steps per backward chunk (and per forward chunk when hoisting).
+        hoist: compute ``x @ W + b`` per chunk as one product in the forward pass;
+            ``None``: when ``D >= fused.HOIST_MIN_FEATURES``.
+        store_gates: keep every step's gates from the forward pass instead of
+            recomputing them in the backward pass; ``None``: when they take at most
+            ``STORE_GATES_MAX_BYTES``.
 
     Returns:
         ``(ys, LSTMState(h_T, c_T))``: ``ys`` ``(T, B, H)``, states ``(B, H)``.
     """
+    if hoist is None:
+        hoist = xs.shape[-1] >= fused.HOIST_MIN_FEATURES
+    if store_gates is None:
+        steps, batch = xs.shape[:2]
+        gate_bytes = steps * batch * params.recurrent_kernel.shape[1] * xs.dtype.itemsize
+        store_gates = gate_bytes <= STORE_GATES_MAX_BYTES
     bias = params.bias
     ys, h_last, c_last = _sequence(
-        (bool(zero_output), int(chunk)),
+        (bool(zero_output), int(chunk), bool(hoist), bool(store_gates)),
         params.kernel,
         params.recurrent_kernel,
         bias,
@@ -88,7 +107,7 @@ def sequence(
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _sequence(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
-    zero_output, _ = static
+    zero_output, chunk, hoist, _ = static
     seq = fused.forward(
         fused.fold(CellParams(kernel, recurrent, bias)),
         xs,
@@ -97,12 +116,14 @@ def _sequence(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask)
         mask=mask,
         recurrent_mask=recurrent_mask,
         zero_output=zero_output,
+        chunk=_chunk(chunk, xs.shape[0]) if hoist else None,
+        hoist=hoist,
     )
     return seq.ys, seq.final.h, seq.final.c
 
 
 def _sequence_fwd(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
-    zero_output, chunk = static
+    zero_output, chunk, hoist, store_gates = static
     seq = fused.forward(
         fused.fold(CellParams(kernel, recurrent, bias)),
         xs,
@@ -111,10 +132,16 @@ def _sequence_fwd(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_m
         mask=mask,
         recurrent_mask=recurrent_mask,
         zero_output=zero_output,
-        save_chunk=_chunk(chunk, xs.shape[0]),
+        chunk=_chunk(chunk, xs.shape[0]),
+        save=True,
+        save_gates=store_gates,
+        hoist=hoist,
     )
     hs = seq.ys if seq.hs is None else seq.hs
-    residuals = (kernel, recurrent, bias, xs, h0, mask, recurrent_mask, hs, seq.boundaries)
+    residuals = (
+        (kernel, recurrent, bias, xs, h0, mask, recurrent_mask),
+        (hs, seq.boundaries, seq.gates),
+    )
     return (seq.ys, seq.final.h, seq.final.c), residuals
 
 
@@ -123,8 +150,8 @@ def _chunk(chunk: int, steps: int) -> int:
 
 
 def _sequence_bwd(static, residuals, cotangents):
-    zero_output, chunk = static
-    kernel, recurrent, bias, xs, h0, mask, recurrent_mask, hs, boundaries = residuals
+    zero_output, chunk, _, _ = static
+    (kernel, recurrent, bias, xs, h0, mask, recurrent_mask), (hs, boundaries, ts) = residuals
     dys, dh_last, dc_last = cotangents
     steps = xs.shape[0]
     chunk = _chunk(chunk, steps)
@@ -153,14 +180,15 @@ def _sequence_bwd(static, residuals, cotangents):
             h_before = hs[head - 1 : steps - 1 : chunk]
         else:
             h_before = jnp.concatenate([h0[None], hs[chunk - 1 : steps - 1 : chunk]])
-        inputs = (blocks(xs), blocks(hs), blocks(dys), blocks(mask))
+        inputs = (blocks(xs), blocks(hs), blocks(dys), blocks(mask), blocks(ts))
         carry, dxs_full = lax.scan(
             body, carry, (*inputs, h_before, boundaries[1 if head else 0 :]), reverse=True
         )
         pieces.append(dxs_full.reshape(full * chunk, *xs.shape[1:]))
     if head:
         head_mask = None if mask is None else mask[:head]
-        inputs = (xs[:head], hs[:head], dys[:head], head_mask, h0, boundaries[0])
+        head_ts = None if ts is None else ts[:head]
+        inputs = (xs[:head], hs[:head], dys[:head], head_mask, head_ts, h0, boundaries[0])
         carry, dxs_head = body(carry, inputs)
         pieces.insert(0, dxs_head)
     dh0, dc0, d_kernel, d_recurrent, d_bias = carry
@@ -176,20 +204,23 @@ def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, carry, in
     """Backward pass over one chunk of K steps (module docstring, steps 1 to 3).
 
     ``inputs``: ``x`` ``(K, B, D)``, ``h`` ``(K, B, H)`` the hidden states after each
-    step, ``dy`` ``(K, B, H)``, ``m`` ``(K, B)`` or ``None``, and ``h``/``c`` ``(B, H)``
-    before the chunk. ``carry``: ``dh, dc`` ``(B, H)`` flowing into the chunk's last
-    step, and the running ``dW`` ``(D, 4H)``, ``dU`` ``(H, 4H)``, ``db`` ``(4H,)``.
+    step, ``dy`` ``(K, B, H)``, ``m`` ``(K, B)`` or ``None``, ``t`` ``(K, B, 4H)`` the
+    stored gates or ``None`` (recomputed), and ``h``/``c`` ``(B, H)`` before the chunk.
+    ``carry``: ``dh, dc`` ``(B, H)`` flowing into the chunk's last step, and the running
+    ``dW`` ``(D, 4H)``, ``dU`` ``(H, 4H)``, ``db`` ``(4H,)``.
     """
     dh, dc, d_kernel, d_recurrent, d_bias = carry
-    x, h, dy, m, h_first, c_first = inputs
+    x, h, dy, m, t, h_first, c_first = inputs
     units = h.shape[-1]
     h_prev = jnp.concatenate([h_first[None], h[:-1]])
     if recurrent_mask is not None:
         h_prev = h_prev * recurrent_mask
-    z = fused.project(x, folded.kernel) + h_prev @ folded.recurrent_kernel
-    if folded.bias is not None:
-        z = z + folded.bias
-    i, f, g, o = fused.gates(jnp.tanh(z), units)
+    if t is None:
+        z = fused.project(x, folded.kernel) + h_prev @ folded.recurrent_kernel
+        if folded.bias is not None:
+            z = z + folded.bias
+        t = jnp.tanh(z)
+    i, f, g, o = fused.gates(t, units)
 
     # The cell states, recomputed from the one stored before the chunk: elementwise,
     # no products. c_new is what each step computed, c_prev the state it started from.
