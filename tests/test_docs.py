@@ -4,6 +4,8 @@ import inspect
 import pathlib
 import re
 
+import pytest
+
 import jlstm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -14,11 +16,27 @@ def _python_blocks(text):
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
+def _is_training_example(block):
+    return "fit(" in block
+
+
+def _run(block):
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+
+
 def test_readme_python_examples_run():
-    blocks = _python_blocks(README)
+    blocks = [b for b in _python_blocks(README) if not _is_training_example(b)]
     assert blocks, "the README must show a Python example"
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+        _run(block)
+
+
+@pytest.mark.slow
+def test_readme_training_examples_run():
+    blocks = [b for b in _python_blocks(README) if _is_training_example(b)]
+    assert blocks, "the README's forecasting example trains a model"
+    for block in blocks:
+        _run(block)
 
 
 def test_ci_runs_the_readme_setup_commands():
