@@ -66,6 +66,7 @@ def sequence(
     chunk: int = CHUNK,
     hoist: bool | None = None,
     store_gates: bool | None = None,
+    layout: fused.Layout | None = None,
 ) -> tuple[Array, LSTMState]:
     """Run the standard LSTM over ``xs`` ``(T, B, D)`` from ``(h0, c0)`` ``(B, H)``.
 
@@ -80,6 +81,8 @@ def sequence(
         store_gates: keep every step's gates from the forward pass instead of
             recomputing them in the backward pass; ``None``: when they take at most
             ``STORE_GATES_MAX_BYTES``.
+        layout: ``fused.Layout`` the kernel runs in (inputs and outputs stay
+            batch-major); ``None``: ``fused.choose_layout``.
 
     Returns:
         ``(ys, LSTMState(h_T, c_T))``: ``ys`` ``(T, B, H)``, states ``(B, H)``.
@@ -90,24 +93,25 @@ def sequence(
         steps, batch = xs.shape[:2]
         gate_bytes = steps * batch * params.recurrent_kernel.shape[1] * xs.dtype.itemsize
         store_gates = gate_bytes <= STORE_GATES_MAX_BYTES
-    bias = params.bias
+    if layout is None:
+        layout = fused.choose_layout(xs.shape[1], params.recurrent_kernel.shape[0])
     ys, h_last, c_last = _sequence(
-        (bool(zero_output), int(chunk), bool(hoist), bool(store_gates)),
+        (bool(zero_output), int(chunk), bool(hoist), bool(store_gates), layout),
         params.kernel,
         params.recurrent_kernel,
-        bias,
-        xs,
-        h0,
-        c0,
+        params.bias,
+        layout.to(xs),
+        layout.to(h0),
+        layout.to(c0),
         mask,
-        recurrent_mask,
+        layout.to(recurrent_mask),
     )
-    return ys, LSTMState(h_last, c_last)
+    return layout.back(ys), LSTMState(layout.back(h_last), layout.back(c_last))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _sequence(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
-    zero_output, chunk, hoist, _ = static
+    zero_output, chunk, hoist, _, layout = static
     seq = fused.forward(
         fused.fold(CellParams(kernel, recurrent, bias)),
         xs,
@@ -118,12 +122,13 @@ def _sequence(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask)
         zero_output=zero_output,
         chunk=_chunk(chunk, xs.shape[0]) if hoist else None,
         hoist=hoist,
+        layout=layout,
     )
     return seq.ys, seq.final.h, seq.final.c
 
 
 def _sequence_fwd(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
-    zero_output, chunk, hoist, store_gates = static
+    zero_output, chunk, hoist, store_gates, layout = static
     seq = fused.forward(
         fused.fold(CellParams(kernel, recurrent, bias)),
         xs,
@@ -136,6 +141,7 @@ def _sequence_fwd(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_m
         save=True,
         save_gates=store_gates,
         hoist=hoist,
+        layout=layout,
     )
     hs = seq.ys if seq.hs is None else seq.hs
     residuals = (
@@ -150,7 +156,7 @@ def _chunk(chunk: int, steps: int) -> int:
 
 
 def _sequence_bwd(static, residuals, cotangents):
-    zero_output, chunk, _, _ = static
+    zero_output, chunk, _, _, layout = static
     (kernel, recurrent, bias, xs, h0, mask, recurrent_mask), (hs, boundaries, ts) = residuals
     dys, dh_last, dc_last = cotangents
     steps = xs.shape[0]
@@ -159,7 +165,9 @@ def _sequence_bwd(static, residuals, cotangents):
     folded = fused.fold(CellParams(kernel, recurrent, bias))
 
     def body(carry, inputs):
-        return _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, carry, inputs)
+        return _chunk_bwd(
+            folded, kernel, recurrent, recurrent_mask, zero_output, layout, carry, inputs
+        )
 
     units = recurrent.shape[0]
     carry = (
@@ -200,38 +208,39 @@ def _sequence_bwd(static, residuals, cotangents):
 _sequence.defvjp(_sequence_fwd, _sequence_bwd)
 
 
-def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, carry, inputs):
+def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, layout, carry, inputs):
     """Backward pass over one chunk of K steps (module docstring, steps 1 to 3).
 
     ``inputs``: ``x`` ``(K, B, D)``, ``h`` ``(K, B, H)`` the hidden states after each
     step, ``dy`` ``(K, B, H)``, ``m`` ``(K, B)`` or ``None``, ``t`` ``(K, B, 4H)`` the
-    stored gates or ``None`` (recomputed), and ``h``/``c`` ``(B, H)`` before the chunk.
-    ``carry``: ``dh, dc`` ``(B, H)`` flowing into the chunk's last step, and the running
-    ``dW`` ``(D, 4H)``, ``dU`` ``(H, 4H)``, ``db`` ``(4H,)``.
+    stored gates or ``None`` (recomputed), and ``h``/``c`` ``(B, H)`` before the chunk
+    (the last two axes swapped in the feature-major ``layout``). ``carry``: ``dh, dc``
+    flowing into the chunk's last step, and the running ``dW`` ``(D, 4H)``, ``dU``
+    ``(H, 4H)``, ``db`` ``(4H,)``.
     """
     dh, dc, d_kernel, d_recurrent, d_bias = carry
     x, h, dy, m, t, h_first, c_first = inputs
-    units = h.shape[-1]
+    units = recurrent.shape[0]
     h_prev = jnp.concatenate([h_first[None], h[:-1]])
     if recurrent_mask is not None:
         h_prev = h_prev * recurrent_mask
     if t is None:
-        z = fused.project(x, folded.kernel) + h_prev @ folded.recurrent_kernel
+        z = layout.input_product(x, folded.kernel)
+        z = z + layout.recurrent_product(h_prev, layout.weight(folded.recurrent_kernel))
         if folded.bias is not None:
-            z = z + folded.bias
+            z = z + layout.bias(folded.bias)
         t = jnp.tanh(z)
-    i, f, g, o = fused.gates(t, units)
+    i, f, g, o = layout.gates(t, units)
 
     # The cell states, recomputed from the one stored before the chunk: elementwise,
     # no products. c_new is what each step computed, c_prev the state it started from.
     def cell(c, inputs):
         i, f, g, m = inputs
         c_new = f * c + i * g
-        c_t = c_new if m is None else jnp.where(m[:, None], c_new, c)
+        c_t = c_new if m is None else jnp.where(layout.keep(m), c_new, c)
         return c_t, (c_new, c)
 
     _, (c_new, c_prev) = lax.scan(cell, c_first, (i, f, g, m))
-    recurrent_t = recurrent.T
 
     def step(carry, inputs):
         dh_next, dc_next = carry
@@ -239,7 +248,7 @@ def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, carry, in
         if m_t is None:
             dh_t, dc_t = dy_t + dh_next, dc_next
         else:
-            keep = m_t[:, None]
+            keep = layout.keep(m_t)
             # A masked step passes the state's gradient through (and the output's,
             # which re-emitted h_{t-1}, unless zeros were emitted).
             through_h = dh_next if zero_output else dy_t + dh_next
@@ -247,16 +256,15 @@ def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, carry, in
             dc_t = jnp.where(keep, dc_next, 0.0)
         tc = jnp.tanh(c_t)
         dc_t = dc_t + dh_t * o * (1.0 - tc * tc)
-        dz = jnp.concatenate(
+        dz = layout.concat(
             [
                 dc_t * g * i * (1.0 - i),
                 dc_t * c_p * f * (1.0 - f),
                 dc_t * i * (1.0 - g * g),
                 dh_t * tc * o * (1.0 - o),
-            ],
-            axis=-1,
+            ]
         )
-        dh_prev = dz @ recurrent_t
+        dh_prev = layout.recurrent_grad(dz, recurrent)
         if recurrent_mask is not None:
             dh_prev = dh_prev * recurrent_mask
         dc_prev = dc_t * f
@@ -266,19 +274,10 @@ def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, carry, in
         return (dh_prev, dc_prev), dz
 
     (dh, dc), dz = lax.scan(step, (dh, dc), (dy, i, f, g, o, c_new, c_prev, m), reverse=True)
-    rows = dz.shape[0] * dz.shape[1]
-    dz2 = dz.reshape(rows, 4 * units)
-    x2 = x.reshape(rows, x.shape[-1])
-    if kernel.shape[0] == 1:
-        # Contractions of length 1 run much faster as fused elementwise products.
-        d_kernel = d_kernel + jnp.sum(x2 * dz2, axis=0, keepdims=True)
-        dx = jnp.sum(dz2 * kernel[0], axis=-1, keepdims=True)
-    else:
-        d_kernel = d_kernel + x2.T @ dz2
-        dx = dz2 @ kernel.T
-    d_recurrent = d_recurrent + h_prev.reshape(rows, units).T @ dz2
-    d_bias = d_bias + jnp.sum(dz2, axis=0)
-    return (dh, dc, d_kernel, d_recurrent, d_bias), dx.reshape(x.shape)
+    d_kernel = d_kernel + layout.weight_grad(x, dz)
+    d_recurrent = d_recurrent + layout.weight_grad(h_prev, dz)
+    d_bias = d_bias + layout.bias_grad(dz)
+    return (dh, dc, d_kernel, d_recurrent, d_bias), layout.input_grad(dz, kernel)
 
 
 def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
