@@ -150,21 +150,20 @@ class Layout(NamedTuple):
         """Gate blocks joined into one gate array."""
         return jnp.concatenate(blocks, axis=-2 if self.transposed else -1)
 
-    def input_product(self, x: Array, kernel: Array) -> Array:
-        """``x W`` for ``x`` ``(..., B, D)`` / ``(..., D, B)`` and ``kernel`` ``(D, 4H)``."""
-        if not self.transposed:
-            return project(x, kernel)
-        if kernel.shape[0] == 1:
-            return kernel[0][:, None] * x
-        return kernel.T @ x
+    def input_product(self, x: Array, kernel_l: Array) -> Array:
+        """``x W`` for ``x`` ``(..., B, D)`` / ``(..., D, B)``, ``kernel_l = self.weight(W)``."""
+        if self.transposed:
+            return kernel_l * x if kernel_l.shape[1] == 1 else kernel_l @ x
+        return project(x, kernel_l)
 
     def recurrent_product(self, h: Array, recurrent_l: Array) -> Array:
-        """``h U`` with ``recurrent_l = self.weight(U)`` (pre-arranged outside loops)."""
+        """``h U`` with ``recurrent_l = self.weight(U)``."""
         return recurrent_l @ h if self.transposed else h @ recurrent_l
 
-    def weight(self, recurrent: Array) -> Array:
-        """``U`` ``(H, 4H)`` as ``recurrent_product`` takes it (``U^T`` feature-major)."""
-        return recurrent.T if self.transposed else recurrent
+    def weight(self, w: Array) -> Array:
+        """A ``(F, 4H)`` weight as the products take it (``W^T`` feature-major). Call it
+        outside loops: XLA does not always hoist the transpose out of a loop body."""
+        return w.T if self.transposed else w
 
     def recurrent_grad(self, dz: Array, recurrent: Array) -> Array:
         """``dz U^T``: the gradient reaching ``h_{t-1}`` from the gate gradient ``dz``."""
@@ -326,7 +325,7 @@ def forward(
     """
     units = h0.shape[-2] if layout.transposed else h0.shape[-1]
     kernel, recurrent, bias = folded
-    recurrent = layout.weight(recurrent)
+    kernel, recurrent = layout.weight(kernel), layout.weight(recurrent)
     bias = None if bias is None else layout.bias(bias)
     keep_hs = save and mask is not None and zero_output
     if save and chunk is None:

@@ -163,6 +163,12 @@ def _sequence_bwd(static, residuals, cotangents):
     chunk = _chunk(chunk, steps)
     head, full = fused.chunks(steps, chunk)
     folded = fused.fold(CellParams(kernel, recurrent, bias))
+    # The folded weights as the chunk's products take them, arranged once, here.
+    folded = fused.Folded(
+        layout.weight(folded.kernel),
+        layout.weight(folded.recurrent_kernel),
+        None if folded.bias is None else layout.bias(folded.bias),
+    )
 
     def body(carry, inputs):
         return _chunk_bwd(
@@ -211,6 +217,9 @@ _sequence.defvjp(_sequence_fwd, _sequence_bwd)
 def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, layout, carry, inputs):
     """Backward pass over one chunk of K steps (module docstring, steps 1 to 3).
 
+    ``folded`` holds the folded weights arranged by ``layout.weight`` (and bias by
+    ``layout.bias``); ``kernel`` and ``recurrent`` are the plain ``(F, 4H)`` weights.
+
     ``inputs``: ``x`` ``(K, B, D)``, ``h`` ``(K, B, H)`` the hidden states after each
     step, ``dy`` ``(K, B, H)``, ``m`` ``(K, B)`` or ``None``, ``t`` ``(K, B, 4H)`` the
     stored gates or ``None`` (recomputed), and ``h``/``c`` ``(B, H)`` before the chunk
@@ -226,9 +235,9 @@ def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, layout, c
         h_prev = h_prev * recurrent_mask
     if t is None:
         z = layout.input_product(x, folded.kernel)
-        z = z + layout.recurrent_product(h_prev, layout.weight(folded.recurrent_kernel))
+        z = z + layout.recurrent_product(h_prev, folded.recurrent_kernel)
         if folded.bias is not None:
-            z = z + layout.bias(folded.bias)
+            z = z + folded.bias
         t = jnp.tanh(z)
     i, f, g, o = layout.gates(t, units)
 
