@@ -195,6 +195,14 @@ def resolve_mode(
     return mode
 
 
+# The multicore mode pays once every device has enough sequences for its threads' start
+# and join to vanish behind the work, and while the products stay latency-bound
+# (measured: seed model at B = 256 and 1024 gains 1.4x to 1.8x with two devices, at
+# B = 32 it loses 4x; a H = 512 layer at B = 16 loses 1.3x). benchmarks/README.md.
+MULTICORE_MIN_BATCH = 64
+MULTICORE_MAX_UNITS = 256
+
+
 def choose_mode(
     *,
     platform: str,
@@ -216,7 +224,9 @@ def choose_mode(
 
     * CPU, standard activations: ``fused_vjp`` (its forward pass is the fastest
       measured at every shape, and its backward pass the fastest in training);
-      ``multicore`` instead when several CPU devices are exposed and divide the batch.
+      ``multicore`` instead when several CPU devices are exposed, divide the batch
+      into shares of at least ``MULTICORE_MIN_BATCH`` sequences, and
+      ``H <= MULTICORE_MAX_UNITS``.
     * CPU, other activations: ``hoisted`` when ``D >= H / 2`` (the hoisted product
       then saves more than its ``(T, B, 4H)`` buffer costs), else ``keras2``.
     * GPU: ``cudnn`` for float32, standard activations, no step mask and no recurrent
@@ -241,8 +251,10 @@ def choose_mode(
         return "keras2"
     if not standard:
         return "hoisted" if 2 * input_size >= units else "keras2"
-    if cpu_devices > 1 and batch % cpu_devices == 0:
-        return "multicore"
+    per_device, rest = divmod(batch, max(cpu_devices, 1))
+    if cpu_devices > 1 and not rest and per_device >= MULTICORE_MIN_BATCH:
+        if units <= MULTICORE_MAX_UNITS:
+            return "multicore"
     return "fused_vjp"
 
 
