@@ -207,15 +207,16 @@ def build_flax(case: Case, learning_rate: float = 1e-3) -> Built:
         def __init__(self, rngs):
             self.rnns = nnx.List(
                 [
-                    nnx.RNN(nnx.OptimizedLSTMCell(d, h, rngs=rngs))
+                    nnx.RNN(nnx.OptimizedLSTMCell(d, h, rngs=rngs), rngs=False)
                     for d, h in itertools.pairwise(sizes)
                 ]
             )
             self.head = nnx.Linear(sizes[-1], 1, rngs=rngs) if seed else None
 
         def __call__(self, x):
-            for rnn in self.rnns:
-                x = rnn(x)
+            for rnn, h in zip(self.rnns, sizes[1:], strict=True):
+                zeros = jnp.zeros((x.shape[0], h), x.dtype)
+                x = rnn(x, initial_carry=(zeros, zeros))  # carry (c, h): no RNG needed
             return self.head(x[:, -1]) if seed else x
 
     graphdef, state, rest = nnx.split(Model(nnx.Rngs(0)), nnx.Param, ...)

@@ -153,12 +153,12 @@ class Layout(NamedTuple):
     def input_product(self, x: Array, kernel_l: Array) -> Array:
         """``x W`` for ``x`` ``(..., B, D)`` / ``(..., D, B)``, ``kernel_l = self.weight(W)``."""
         if self.transposed:
-            return kernel_l * x if kernel_l.shape[1] == 1 else kernel_l @ x
+            return kernel_l * x if kernel_l.shape[1] == 1 else _left(kernel_l, x)
         return project(x, kernel_l)
 
     def recurrent_product(self, h: Array, recurrent_l: Array) -> Array:
         """``h U`` with ``recurrent_l = self.weight(U)``."""
-        return recurrent_l @ h if self.transposed else h @ recurrent_l
+        return _left(recurrent_l, h) if self.transposed else h @ recurrent_l
 
     def weight(self, w: Array) -> Array:
         """A ``(F, 4H)`` weight as the products take it (``W^T`` feature-major). Call it
@@ -167,7 +167,7 @@ class Layout(NamedTuple):
 
     def recurrent_grad(self, dz: Array, recurrent: Array) -> Array:
         """``dz U^T``: the gradient reaching ``h_{t-1}`` from the gate gradient ``dz``."""
-        return recurrent @ dz if self.transposed else dz @ recurrent.T
+        return _left(recurrent, dz) if self.transposed else dz @ recurrent.T
 
     def bias(self, bias: Array) -> Array:
         return bias[:, None] if self.transposed else bias
@@ -197,7 +197,7 @@ class Layout(NamedTuple):
         if self.transposed:
             if kernel.shape[0] == 1:
                 return jnp.sum(kernel[0][:, None] * dz, axis=-2, keepdims=True)
-            return kernel @ dz
+            return _left(kernel, dz)
         if kernel.shape[0] == 1:
             return jnp.sum(dz * kernel[0], axis=-1, keepdims=True)
         return dz @ kernel.T
@@ -207,6 +207,15 @@ class Layout(NamedTuple):
         return a if a is None or not self.transposed else jnp.swapaxes(a, -1, -2)
 
     back = to  # the swap is its own inverse
+
+
+def _left(w: Array, a: Array) -> Array:
+    """``w @ a`` over ``a``'s last two axes, leading axes folded into one product.
+
+    ``jnp.matmul`` would broadcast ``w`` over the leading axes, a batch of skinny
+    products that each re-read ``w``; this is a single ``(F, G) @ (G, K*B)`` product.
+    """
+    return jnp.einsum("fg,...gb->...fb", w, a)
 
 
 BATCH_MAJOR = Layout(False)
