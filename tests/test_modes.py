@@ -448,6 +448,7 @@ def test_auto_rules():
     assert _choose(cpu_devices=2) == "multicore"
     assert _choose(cpu_devices=2, batch=32) == "fused_vjp"  # too little work per device
     assert _choose(cpu_devices=2, batch=255) == "fused_vjp"  # devices do not divide B
+    assert _choose(cpu_devices=2, steps=4) == "fused_vjp"  # too few steps
     assert _choose(cpu_devices=2, batch=64, units=512, input_size=512) == "fused_vjp"
     assert _choose(standard=False, input_size=1) == "keras2"
     assert _choose(standard=False, input_size=64, units=64) == "hoisted"

@@ -195,11 +195,13 @@ def resolve_mode(
     return mode
 
 
-# The multicore mode pays once every device has enough sequences for its threads' start
-# and join to vanish behind the work, and while the products stay latency-bound
-# (measured: seed model at B = 256 and 1024 gains 1.4x to 1.8x with two devices, at
-# B = 32 it loses 4x; a H = 512 layer at B = 16 loses 1.3x). benchmarks/README.md.
+# The multicore mode pays once every device has enough work for its threads' start and
+# join to vanish behind it, and while the products stay latency-bound (measured: the
+# seed model at B = 256 and 1024, T >= 30 gains 1.2x to 1.8x with two devices; at
+# B = 32, or at T = 4, it loses up to 4x; a H = 512 layer at B = 16 loses 1.3x).
+# benchmarks/README.md.
 MULTICORE_MIN_BATCH = 64
+MULTICORE_MIN_STEPS = 16
 MULTICORE_MAX_UNITS = 256
 
 
@@ -225,8 +227,8 @@ def choose_mode(
     * CPU, standard activations: ``fused_vjp`` (its forward pass is the fastest
       measured at every shape, and its backward pass the fastest in training);
       ``multicore`` instead when several CPU devices are exposed, divide the batch
-      into shares of at least ``MULTICORE_MIN_BATCH`` sequences, and
-      ``H <= MULTICORE_MAX_UNITS``.
+      into shares of at least ``MULTICORE_MIN_BATCH`` sequences, ``T >=
+      MULTICORE_MIN_STEPS`` and ``H <= MULTICORE_MAX_UNITS``.
     * CPU, other activations: ``hoisted`` when ``D >= H / 2`` (the hoisted product
       then saves more than its ``(T, B, 4H)`` buffer costs), else ``keras2``.
     * GPU: ``cudnn`` for float32, standard activations, no step mask and no recurrent
@@ -242,7 +244,6 @@ def choose_mode(
         steps, batch, input_size, units: ``T``, flattened ``B``, ``D``, ``H``.
         cpu_devices: local CPU devices (``jax.local_device_count("cpu")``).
     """
-    del steps  # no measured rule depends on T so far
     if platform == "gpu":
         if standard and dtype == "float32" and not mask and not recurrent_dropout:
             return "cudnn"
@@ -253,7 +254,7 @@ def choose_mode(
         return "hoisted" if 2 * input_size >= units else "keras2"
     per_device, rest = divmod(batch, max(cpu_devices, 1))
     if cpu_devices > 1 and not rest and per_device >= MULTICORE_MIN_BATCH:
-        if units <= MULTICORE_MAX_UNITS:
+        if units <= MULTICORE_MAX_UNITS and steps >= MULTICORE_MIN_STEPS:
             return "multicore"
     return "fused_vjp"
 

@@ -37,6 +37,7 @@ __all__ = [
     "HOIST_CHUNK",
     "HOIST_MIN_FEATURES",
     "STANDARD_ACTIVATIONS_HINT",
+    "TRANSPOSE_MIN_RATIO",
     "TRANSPOSE_MIN_UNITS",
     "Folded",
     "Layout",
@@ -58,10 +59,12 @@ __all__ = [
 # product is an elementwise broadcast that fuses into the step.
 HOIST_MIN_FEATURES = 8
 HOIST_CHUNK = 10
-# Hidden sizes from which the feature-major layout is used (with H >= 4 B): measured
-# on XLA:CPU (benchmarks/README.md), (4H, H) @ (H, B) beats (B, H) @ (H, 4H) by 1.15x
-# at B=64, H=512 up to 2.8x at B=16, H=1024, and ties or loses at H <= 64.
+# When the feature-major layout is used: H >= TRANSPOSE_MIN_UNITS and H >= 64 B.
+# Measured on XLA:CPU (benchmarks/README.md): a H = 1024 layer at B = 16 runs 1.5x
+# (forward) and 1.4x (training) faster feature-major; at B = 16, H = 512 the two
+# layouts tie, and at B = 64 batch-major is up to 1.1x faster.
 TRANSPOSE_MIN_UNITS = 256
+TRANSPOSE_MIN_RATIO = 64
 
 STANDARD_ACTIVATIONS_HINT = (
     "the fused kernels compute the standard LSTM (activation='tanh', "
@@ -132,8 +135,8 @@ class Layout(NamedTuple):
     ``(B, 4H)`` with the gates as column blocks, ``z = h @ U``. Feature-major
     (``transposed=True``): states ``(H, B)``, gate arrays ``(4H, B)`` with the gates as
     contiguous row blocks, ``z = U^T @ h``. The same numbers either way; on XLA:CPU the
-    feature-major product runs 1.2x to 2.8x faster when the batch is small next to
-    ``H`` (a ``(4H, H) @ (H, B)`` product with long rows), see ``TRANSPOSE_MIN_UNITS``.
+    feature-major product runs faster when the batch is small next to ``H`` (a
+    ``(4H, H) @ (H, B)`` product with long rows), see ``choose_layout``.
     Arrays may carry leading axes (time, chunk) before these two.
     """
 
@@ -223,8 +226,9 @@ FEATURE_MAJOR = Layout(True)
 
 
 def choose_layout(batch: int, units: int) -> Layout:
-    """Feature-major when ``H >= TRANSPOSE_MIN_UNITS`` and ``H >= 4 B`` (measured)."""
-    return FEATURE_MAJOR if units >= TRANSPOSE_MIN_UNITS and units >= 4 * batch else BATCH_MAJOR
+    """Feature-major when ``H >= TRANSPOSE_MIN_UNITS`` and ``H >= TRANSPOSE_MIN_RATIO * B``."""
+    wide = units >= TRANSPOSE_MIN_UNITS and units >= TRANSPOSE_MIN_RATIO * batch
+    return FEATURE_MAJOR if wide else BATCH_MAJOR
 
 
 def flatten(xs: Array, state: LSTMState, mask, input_mask, recurrent_mask):
