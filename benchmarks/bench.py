@@ -53,22 +53,25 @@ PRESETS = {
         peers=["torch", "flax", "keras"],
         budget_s=4.0,
         min_rounds=5,
+        calls=2,
     ),
     "full": dict(
         cases=[seed(b, t) for b in (32, 256, 1024) for t in (4, 30, 100)]
         + [layer(h, b, t) for h in (512, 1024) for t in (25, 100) for b in (16, 64)],
-        modes=["auto", "keras1", "keras2", "hoisted", "fused", "fused_vjp"],
+        modes=["auto", "keras1", "keras2", "hoisted", "fused", "fused_vjp", "multicore"],
         peers=["torch", "flax", "keras"],
-        budget_s=10.0,
-        min_rounds=5,
+        budget_s=6.0,
+        min_rounds=3,
+        calls=1,
     ),
     "gpu": dict(
         cases=[seed(b, t) for b in (32, 256, 1024) for t in (30, 100)]
         + [layer(h, b, t) for h in (512, 1024) for t in (25, 100) for b in (16, 64)],
         modes=["auto", "cudnn", "fused_vjp", "keras2"],
         peers=["flax", "keras", "torch"],
-        budget_s=3.0,
-        min_rounds=5,
+        budget_s=2.0,
+        min_rounds=3,
+        calls=2,
     ),
 }
 
@@ -139,9 +142,10 @@ def _local(fn):
 class TorchWorker:
     """PyTorch in a subprocess (``torch_worker.py``): see that module for why."""
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, *, require_cuda: bool = False):
         import subprocess
 
+        self.require_cuda = require_cuda
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -162,7 +166,8 @@ class TorchWorker:
         return reply
 
     def build(self, case: Case) -> str:
-        return self.ask(cmd="build", case=dataclasses.asdict(case))["note"]
+        case = dataclasses.asdict(case)
+        return self.ask(cmd="build", case=case, require_cuda=self.require_cuda)["note"]
 
     def burst(self, phase: str):
         return lambda calls: self.ask(cmd="run", phase=phase, calls=calls)["seconds"]
@@ -220,10 +225,9 @@ def run_case(case: Case, contestants: list[str], preset: dict, log, torch_worker
     floor = build_floor(case)
     _block(floor())
     load_before = os.getloadavg()[0]
-    fwd = time_phase(
-        {**fwd_bursts, "floor": _local(floor)}, preset["budget_s"], preset["min_rounds"]
-    )
-    train = time_phase(train_bursts, preset["budget_s"], preset["min_rounds"])
+    timing = (preset["budget_s"], preset["min_rounds"], preset["calls"])
+    fwd = time_phase({**fwd_bursts, "floor": _local(floor)}, *timing)
+    train = time_phase(train_bursts, *timing)
     floor_ms = statistics.median(fwd.pop("floor")) * 1e3
     platform_name = jax.default_backend()
     auto_mode = choose_mode(
@@ -305,7 +309,7 @@ def main(argv=None) -> int:
     torch_threads, torch_worker = None, None
     if "torch" in (args.peers.split(",") if args.peers else preset["peers"]):
         try:
-            torch_worker = TorchWorker(cores)
+            torch_worker = TorchWorker(cores, require_cuda=preset_name == "gpu")
             torch_threads = cores
         except OSError as error:
             print(f"PyTorch worker did not start: {error}")

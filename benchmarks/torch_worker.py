@@ -8,7 +8,7 @@ contestants' round by round, as for the others.
 
 Commands (one JSON object per line), each answered by one JSON line:
 
-* ``{"cmd": "build", "case": {...Case fields...}}`` -> ``{"note": ...}``
+* ``{"cmd": "build", "case": {...Case fields...}, "require_cuda": bool}`` -> ``{"note": ...}``
 * ``{"cmd": "run", "phase": "forward" | "train", "calls": n}`` -> ``{"seconds": [...]}``
 * ``{"cmd": "quit"}``
 """
@@ -38,6 +38,8 @@ def main() -> int:
                 return 0
             if msg["cmd"] == "build":
                 case = msg["case"]
+                if msg.get("require_cuda") and not torch.cuda.is_available():
+                    raise RuntimeError(f"PyTorch {torch.__version__} has no CUDA device here")
                 built = build_torch(Case(**{**case, "layer_sizes": tuple(case["layer_sizes"])}))
                 built.forward()
                 built.train()
