@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -183,14 +184,19 @@ class TorchWorker:
 def time_phase(bursts: dict, budget_s: float, min_rounds: int, calls: int = 2) -> dict:
     """Round-robin timing: each round runs every contestant ``calls`` times in a row.
 
-    Stops after ``min_rounds`` rounds once ``budget_s`` has passed (at most 50 rounds).
-    Returns the per-call seconds of each contestant.
+    The order within a round is shuffled (seeded: reproducible) so that no contestant
+    always follows the same neighbour: the call after another framework's, or after a
+    memory-heavy one, runs slower. Stops after ``min_rounds`` rounds once ``budget_s``
+    has passed (at most 200 rounds). Returns the per-call seconds of each contestant.
     """
     samples = {name: [] for name in bursts}
+    order = list(bursts)
+    shuffle = random.Random(0).shuffle
     start, rounds = time.perf_counter(), 0
-    while rounds < 50 and (rounds < min_rounds or time.perf_counter() - start < budget_s):
-        for name, burst in bursts.items():
-            samples[name].extend(burst(calls))
+    while rounds < 200 and (rounds < min_rounds or time.perf_counter() - start < budget_s):
+        shuffle(order)
+        for name in order:
+            samples[name].extend(bursts[name](calls))
         rounds += 1
     return samples
 
