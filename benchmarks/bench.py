@@ -66,8 +66,13 @@ PRESETS = {
         calls=1,
     ),
     "gpu": dict(
-        cases=[seed(b, t) for b in (32, 256, 1024) for t in (30, 100)]
-        + [layer(h, b, t) for h in (512, 1024) for t in (25, 100) for b in (16, 64)],
+        cases=[
+            seed(256, 30),
+            *(seed(b, 100) for b in (32, 256, 1024)),
+            layer(512, 64, 100),
+            layer(1024, 16, 25),
+            layer(1024, 64, 100),
+        ],
         modes=["auto", "cudnn", "fused_vjp", "keras2"],
         peers=["flax", "keras", "torch"],
         budget_s=2.0,

@@ -40,11 +40,12 @@ def check_targets(rows, preset: str) -> list[tuple[bool, str]]:
         for name, by in cases.items():
             auto, cudnn, flax = by.get("auto"), by.get("cudnn"), by.get("flax")
             if name.startswith("seed") and auto and cudnn:
+                same = auto["resolved_mode"] == "cudnn"  # the same program, timed twice
                 checks.append(
                     (
-                        auto["train_ms"] <= cudnn["train_ms"] * 1.0,
-                        f"{name}: auto train {auto['train_ms']:.2f} ms vs cuDNN "
-                        f"{cudnn['train_ms']:.2f} ms (target: at least as fast)",
+                        same or auto["train_ms"] <= cudnn["train_ms"],
+                        f"{name}: auto ({auto['resolved_mode']}) train {auto['train_ms']:.2f} ms "
+                        f"vs cuDNN {cudnn['train_ms']:.2f} ms (target: at least as fast)",
                     )
                 )
             if name.startswith("seed") and auto and flax:
