@@ -145,6 +145,23 @@ def test_jit_does_not_recompile(rng):
     assert predict._cache_size() == size  # an equal config is the same static argument
 
 
+def test_eager_calls_compile_once_and_equal_op_by_op(rng):
+    config = jlstm.ModelConfig(input_size=2, layer_sizes=(5, 3), output_size=1)
+    key = jax.random.key(3)
+    x = jnp.asarray(rng.normal(size=(4, 6, 2)), jnp.float32)
+    params = jlstm.init_params(key, config)
+    y = jlstm.apply(params, x, config)
+    # The same bodies run op by op, as un-jitted JAX code runs.
+    params_ops = jlstm.model._init_params(key, config)
+    y_ops = jlstm.model._apply(params_ops, x, config, None, None, None, False, False, None)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params_ops), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(y, y_ops, rtol=1e-5, atol=1e-6)
+    size = jlstm.model._apply_jit._cache_size()
+    jlstm.apply(params, x + 1.0, jlstm.ModelConfig(input_size=2, layer_sizes=(5, 3)))
+    assert jlstm.model._apply_jit._cache_size() == size
+
+
 def test_float64_under_x64(rng):
     x = rng.normal(size=(2, 5, 1))
     with jax.enable_x64(True):

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .activations import ActivationSpec, activation_name, get_activation
 from .constraints import ConstraintSpec, constraint_to_dict, get_constraint
@@ -286,13 +287,30 @@ def _check_dtype(name: str) -> jnp.dtype:
     return dt
 
 
+def _hashable(config: ModelConfig) -> bool:
+    try:
+        hash(config)
+    except TypeError:
+        return False
+    return True
+
+
 def init_params(key: Array, config: ModelConfig) -> ModelParams:
     """Initial ``ModelParams`` for ``config``: Keras initializers, one key per layer.
+
+    Compiled once per config (one XLA program instead of one per initializer op).
 
     Returns:
         ``ModelParams(layers, head)``: ``layers[k]`` is ``CellParams`` with kernel
         ``(D_k, 4H_k)``; ``head`` is ``DenseParams`` with kernel ``(H_top, O)``.
     """
+    _check_dtype(config.param_dtype)
+    if _hashable(config):
+        return _init_params_jit(key, config)
+    return _init_params(key, config)
+
+
+def _init_params(key: Array, config: ModelConfig) -> ModelParams:
     dtype = _check_dtype(config.param_dtype)
     k_layers, k_head, k_head_bias = jax.random.split(key, 3)
     layers = init_stack(k_layers, config.layers, dtype)
@@ -322,7 +340,8 @@ def apply(
 ):
     """Run the model: stacked LSTM layers, then the dense head.
 
-    Pure and jit-friendly: ``jax.jit(apply, static_argnames=("config",))``.
+    Pure and jit-friendly: ``jax.jit(apply, static_argnames=("config",))``. Called
+    outside a trace it compiles itself once per config, flags and input shapes.
 
     Args:
         params: ``ModelParams`` from ``init_params`` (or an interop converter).
@@ -342,6 +361,13 @@ def apply(
         ``y`` ``(B..., O)`` (or ``(B..., T, O)`` with ``config.return_sequences``) in
         ``config.param_dtype``; with ``return_state``, ``(y, states)``.
     """
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x)
+    run = _apply_jit if _hashable(config) else _apply
+    return run(params, x, config, mask, seq_lengths, initial_states, return_state, training, key)
+
+
+def _apply(params, x, config, mask, seq_lengths, initial_states, return_state, training, key):
     y, states, _ = _forward(
         params,
         x,
@@ -353,6 +379,13 @@ def apply(
         key=key,
     )
     return (y, states) if return_state else y
+
+
+# Called eagerly, ``apply`` and ``init_params`` run as one compiled program per config
+# (and shapes) rather than op by op: an eager seed-model forward took 0.65 s per call
+# op by op. Inside a caller's ``jit``, ``grad`` or ``vmap`` the inner jit is inlined.
+_apply_jit = jax.jit(_apply, static_argnums=(2, 6, 7))
+_init_params_jit = jax.jit(_init_params, static_argnums=(1,))
 
 
 def _forward(
