@@ -96,13 +96,11 @@ def build_jlstm(case: Case, implementation, learning_rate: float = 1e-3) -> Buil
     """jlstm with ``implementation`` (a mode name, 1, 2 or ``"auto"``)."""
     import jax
     import jax.numpy as jnp
-    import optax
 
     import jlstm
 
     x, y = case.data()
     x, y = jnp.asarray(x), jnp.asarray(y)
-    opt = optax.adam(learning_rate)
     if case.kind == "seed":
         config = jlstm.ModelConfig(
             input_size=case.input_size,
@@ -121,6 +119,22 @@ def build_jlstm(case: Case, implementation, learning_rate: float = 1e-3) -> Buil
         def predict(params, x):
             return jlstm.lstm_layer(params, x, return_sequences=True, implementation=implementation)
 
+    return _jax_built(predict, params, x, y, learning_rate)
+
+
+def _jax_built(predict, params, x, y, learning_rate: float) -> Built:
+    """A JAX contestant from ``predict(params, x)``: MSE, Adam, one ``jax.jit`` each.
+
+    Compile times are ``jit(...).lower(...).compile()``. The same step is timed
+    repeatedly from the same state (an update's cost does not depend on the values),
+    so no donation or state threading is needed.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    opt = optax.adam(learning_rate)
+
     def loss(params, x, y):
         return jnp.mean((predict(params, x) - y) ** 2)
 
@@ -132,8 +146,6 @@ def build_jlstm(case: Case, implementation, learning_rate: float = 1e-3) -> Buil
     opt_state = opt.init(params)
     fwd, t_fwd = _timed(lambda: jax.jit(predict).lower(params, x).compile())
     train, t_train = _timed(lambda: jax.jit(step).lower(params, opt_state, x, y).compile())
-    # Time the same step repeatedly from the same state (an update's cost does not
-    # depend on the values), so no donation or state threading is needed.
     return Built(
         forward=lambda: fwd(params, x),
         train=lambda: train(params, opt_state, x, y),
@@ -194,9 +206,7 @@ def build_flax(case: Case, learning_rate: float = 1e-3) -> Built:
     step is a plain ``jax.jit`` over the parameters, so the time is Flax's computation,
     not ``nnx.jit``'s per-call graph traversal.
     """
-    import jax
     import jax.numpy as jnp
-    import optax
     from flax import nnx
 
     x, y = (jnp.asarray(a) for a in case.data())
@@ -220,28 +230,11 @@ def build_flax(case: Case, learning_rate: float = 1e-3) -> Built:
             return self.head(x[:, -1]) if seed else x
 
     graphdef, state, rest = nnx.split(Model(nnx.Rngs(0)), nnx.Param, ...)
-    opt = optax.adam(learning_rate)
 
     def predict(state, x):
         return nnx.merge(graphdef, state, rest)(x)
 
-    def loss(state, x, y):
-        return jnp.mean((predict(state, x) - y) ** 2)
-
-    def step(state, opt_state, x, y):
-        value, grads = jax.value_and_grad(loss)(state, x, y)
-        updates, opt_state = opt.update(grads, opt_state, state)
-        return optax.apply_updates(state, updates), opt_state, value
-
-    opt_state = opt.init(state)
-    fwd, t_fwd = _timed(lambda: jax.jit(predict).lower(state, x).compile())
-    train, t_train = _timed(lambda: jax.jit(step).lower(state, opt_state, x, y).compile())
-    return Built(
-        forward=lambda: fwd(state, x),
-        train=lambda: train(state, opt_state, x, y),
-        compile_forward_s=t_fwd,
-        compile_train_s=t_train,
-    )
+    return _jax_built(predict, state, x, y, learning_rate)
 
 
 # ----------------------------------------------------------------------------- Keras

@@ -4,96 +4,35 @@ Prints one JSON line of medians (ms); see benchmarks/README.md ("XLA:CPU library
 tried"). Run once per setting, each in a fresh process:
 
     XLA_FLAGS="--xla_cpu_use_onednn=true" python benchmarks/xla_flags.py
+
+The contestants, floor and round-robin timing are the harness's own (``peers.py``,
+``bench.py``), on one CPU device (JAX's default).
 """
 
 import json
 import os
-import time
+import statistics
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
-import jlstm
-from jlstm.types import CellParams
-
-
-def median_ms(f, *args, repeats=15):
-    jax.block_until_ready(f(*args))  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
-
-
-def train_step(loss):
-    opt = optax.adam(1e-3)
-
-    @jax.jit
-    def step(params, state, x, y):
-        value, grads = jax.value_and_grad(loss)(params, x, y)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, value
-
-    return step, opt.init
-
-
-def layer_rows(rng, mode, h=512, b=16, t=25):
-    params = CellParams(
-        jnp.asarray(rng.normal(size=(h, 4 * h)) * 0.03, jnp.float32),
-        jnp.asarray(rng.normal(size=(h, 4 * h)) * 0.03, jnp.float32),
-        jnp.zeros((4 * h,), jnp.float32),
-    )
-    x = jnp.asarray(rng.normal(size=(b, t, h)), jnp.float32)
-    y = jnp.asarray(rng.normal(size=(b, t, h)), jnp.float32)
-
-    def forward(p, x):
-        return jlstm.lstm_layer(p, x, return_sequences=True, implementation=mode)
-
-    step, init = train_step(lambda p, x, y: jnp.mean((forward(p, x) - y) ** 2))
-    return {
-        f"layer512 {mode} fwd": median_ms(jax.jit(forward), params, x),
-        f"layer512 {mode} train": median_ms(step, params, init(params), x, y),
-    }
-
-
-def chain_floor(rng, h=512, b=16, t=25):
-    u = jnp.asarray(rng.normal(size=(h, 4 * h)) * 0.03, jnp.float32)
-
-    @jax.jit
-    def chain(h0):
-        return jax.lax.scan(lambda s, _: (jnp.tanh((s @ u)[:, :h]), None), h0, None, length=t)[0]
-
-    return {"chain 25 (16,512)@(512,2048)": median_ms(chain, jnp.ones((b, h), jnp.float32))}
-
-
-def seed_rows(rng, mode="fused_vjp"):
-    config = jlstm.ModelConfig(
-        input_size=1, layer_sizes=(64, 32, 16), output_size=1, implementation=mode
-    )
-    params = jlstm.init_params(jax.random.key(0), config)
-    x = jnp.asarray(rng.normal(size=(256, 100, 1)), jnp.float32)
-    y = jnp.asarray(rng.normal(size=(256, 1)), jnp.float32)
-    step, init = train_step(lambda p, x, y: jnp.mean((jlstm.apply(p, x, config) - y) ** 2))
-    forward = jax.jit(lambda p, x: jlstm.apply(p, x, config))
-    return {
-        f"seed B256 T100 train {mode}": median_ms(step, params, init(params), x, y, repeats=7),
-        f"seed B256 T100 fwd {mode}": median_ms(forward, params, x, repeats=7),
-    }
+from bench import _local, layer, seed, time_phase
+from peers import build_floor, build_jlstm
 
 
 def main():
-    rng = np.random.default_rng(0)
     rows = {}
-    for mode in ("fused_vjp", "keras2"):
-        rows.update(layer_rows(rng, mode))
-    rows.update(chain_floor(rng))
-    rows.update(seed_rows(rng))
-    rounded = {k: round(v, 2) for k, v in rows.items()}
-    print(json.dumps({"flags": os.environ.get("XLA_FLAGS", ""), **rounded}))
+    for case, modes in (
+        (layer(512, 16, 25), ("fused_vjp", "keras2")),
+        (seed(256, 100), ("fused_vjp",)),
+    ):
+        built = {mode: build_jlstm(case, mode) for mode in modes}
+        bursts = {f"{case.name} {m} fwd": _local(b.forward) for m, b in built.items()}
+        bursts |= {f"{case.name} {m} train": _local(b.train) for m, b in built.items()}
+        if case.kind == "layer":
+            bursts[f"{case.name} floor (chained products)"] = _local(build_floor(case))
+        for burst in bursts.values():
+            burst(1)  # warm up
+        samples = time_phase(bursts, budget_s=5.0, min_rounds=7)
+        rows |= {name: round(statistics.median(s) * 1e3, 2) for name, s in samples.items()}
+    print(json.dumps({"flags": os.environ.get("XLA_FLAGS", ""), **rows}))
 
 
 if __name__ == "__main__":

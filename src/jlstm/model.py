@@ -304,7 +304,6 @@ def init_params(key: Array, config: ModelConfig) -> ModelParams:
         ``ModelParams(layers, head)``: ``layers[k]`` is ``CellParams`` with kernel
         ``(D_k, 4H_k)``; ``head`` is ``DenseParams`` with kernel ``(H_top, O)``.
     """
-    _check_dtype(config.param_dtype)
     if _hashable(config):
         return _init_params_jit(key, config)
     return _init_params(key, config)

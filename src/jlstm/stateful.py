@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from .bidirectional import BidirectionalState
 from .cell import zero_state
-from .model import ModelConfig, _forward
+from .model import ModelConfig, apply
 from .types import Array, ModelParams
 
 __all__ = [
@@ -121,17 +121,17 @@ def apply_stateful(
         raise ValueError(f"{len(states)} layer states for {len(config.layers)} layers")
     if reset is not None:
         states = reset_states(states, reset)
-    y, new_states, _ = _forward(
+    return apply(
         params,
         x,
         config,
         mask=mask,
         seq_lengths=seq_lengths,
         initial_states=states,
+        return_state=True,
         training=training,
         key=key,
     )
-    return y, new_states
 
 
 def _check_streamable(config: ModelConfig) -> None:
@@ -171,7 +171,9 @@ def stream_step(
     """
     _check_streamable(config)
     mask = None if mask_t is None else jnp.asarray(mask_t, bool)[..., None]
-    y, new_states, _ = _forward(params, x_t[..., None, :], config, mask=mask, initial_states=states)
+    y, new_states = apply(
+        params, x_t[..., None, :], config, mask=mask, initial_states=states, return_state=True
+    )
     if config.return_sequences:
         y = y[..., 0, :]
     return y, new_states

@@ -76,21 +76,6 @@ def wrap(inner):
     """A mode ``run`` that splits the batch of ``inner`` (a mode ``run``) over CPU devices."""
 
     def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
-        batch_shape = xs.shape[1:-1]
-        devices = batch_devices(batch_shape[0]) if len(batch_shape) == 1 else []
-        if not devices:
-            return inner(
-                params,
-                xs,
-                state,
-                mask=mask,
-                input_mask=input_mask,
-                recurrent_mask=recurrent_mask,
-                options=options,
-            )
-        mesh = Mesh(devices, (_AXIS,))
-        rows = P(_AXIS)  # (B, ...) arrays split on their first axis
-
         def local(params, xs, state, mask, input_mask, recurrent_mask):
             return inner(
                 params,
@@ -102,6 +87,12 @@ def wrap(inner):
                 options=options,
             )
 
+        batch_shape = xs.shape[1:-1]
+        devices = batch_devices(batch_shape[0]) if len(batch_shape) == 1 else []
+        if not devices:
+            return local(params, xs, state, mask, input_mask, recurrent_mask)
+        mesh = Mesh(devices, (_AXIS,))
+        rows = P(_AXIS)  # (B, ...) arrays split on their first axis
         steps_rows = P(None, _AXIS)  # (T, B, ...) arrays split on their second axis
         sharded = jax.shard_map(
             local,
