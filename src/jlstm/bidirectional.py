@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from .activations import ActivationSpec
 from .layer import DropoutMasks, lstm_layer
-from .masking import sequence_mask
+from .masking import step_mask
 from .types import Array, BidirectionalParams, LSTMState
 
 __all__ = ["MERGE_MODES", "BidirectionalState", "bidirectional_layer", "merge_outputs"]
@@ -139,10 +139,7 @@ def bidirectional_layer(
         )
     if merge_mode not in MERGE_MODES:
         raise ValueError(f"merge_mode must be one of {MERGE_MODES}, got {merge_mode!r}")
-    if seq_lengths is not None:
-        if mask is not None:
-            raise ValueError("pass either mask or seq_lengths, not both")
-        mask = sequence_mask(seq_lengths, x.shape[-2])
+    mask = step_mask(mask, seq_lengths, x.shape[-2])
     states = (None, None) if initial_state is None else as_bidirectional_state(initial_state)
     if zero_output_for_mask is None:
         zero_output_for_mask = return_sequences

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
+from ._keras_config import from_keras_config
 from .types import Array, BidirectionalParams, CellParams, DenseParams, ModelParams
 
 if TYPE_CHECKING:
@@ -182,8 +183,7 @@ def get_constraint(spec: ConstraintSpec) -> ConstraintFn | None:
             )
         if isinstance(spec, str):
             return cls()
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in (spec.get("config") or {}).items() if k in fields})
+        return from_keras_config(cls, spec.get("config"))
     if callable(spec):
         return spec
     raise TypeError(f"constraint must be a name, dict, callable or None, got {type(spec).__name__}")
@@ -213,8 +213,8 @@ def has_constraints(config: ModelConfig) -> bool:
     )
 
 
-def _apply(spec: ConstraintSpec, w: Array | None) -> Array | None:
-    con = get_constraint(spec)
+def _apply(con: ConstraintFn | None, w: Array | None) -> Array | None:
+    # ``con`` is a config field: already resolved by ``LayerConfig``/``ModelConfig``.
     if con is None or w is None:
         return w
     return jnp.asarray(con(w), w.dtype)

@@ -39,6 +39,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._keras_config import from_keras_config
+
 InitializerFn = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 InitializerSpec = str | InitializerFn | dict
 
@@ -334,9 +336,7 @@ def get_initializer(spec: InitializerSpec) -> InitializerFn:
         if "class_name" not in spec:
             raise ValueError(f"an initializer dict needs 'class_name', got keys {sorted(spec)}")
         cls = _lookup(spec["class_name"])
-        fields = {f.name for f in dataclasses.fields(cls)}
-        config = {k: v for k, v in (spec.get("config") or {}).items() if k in fields}
-        return cls(**config)
+        return from_keras_config(cls, spec.get("config"))
     if callable(spec):
         return spec
     raise TypeError(f"initializer must be a name, dict or callable, got {type(spec).__name__}")

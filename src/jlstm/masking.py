@@ -63,6 +63,15 @@ def sequence_mask(lengths: Array, steps: int, *, padding: str = "right") -> Arra
     return t >= (steps - lengths)[..., None]
 
 
+def step_mask(mask: Array | None, seq_lengths: Array | None, steps: int) -> Array | None:
+    """The step mask of a call that takes ``mask`` or ``seq_lengths`` (right padding)."""
+    if seq_lengths is None:
+        return mask
+    if mask is not None:
+        raise ValueError("pass either mask or seq_lengths, not both")
+    return sequence_mask(seq_lengths, steps)
+
+
 def sequence_lengths(mask: Array) -> Array:
     """``(B...,)`` int32 number of real steps in a ``(B..., T)`` mask."""
     return jnp.sum(jnp.asarray(mask, bool), axis=-1, dtype=jnp.int32)

@@ -21,8 +21,10 @@ import numpy as np
 from .activations import ActivationSpec, activation_name, get_activation
 from .constraints import ConstraintSpec, constraint_to_dict, get_constraint
 from .initializers import InitializerSpec, get_initializer, initializer_to_dict
+from .layer import _CONSTRAINT_FIELDS as LAYER_CONSTRAINT_FIELDS
+from .layer import _REGULARIZER_FIELDS as LAYER_REGULARIZER_FIELDS
 from .layer import LayerConfig
-from .masking import masking_mask, sequence_mask
+from .masking import apply_masking, step_mask
 from .regularizers import RegularizerSpec, get_regularizer, regularizer_to_dict
 from .stack import apply_stack, dropout, init_stack
 from .types import Array, DenseParams, LSTMState, ModelParams
@@ -31,44 +33,17 @@ __all__ = ["ModelConfig", "apply", "init_params", "param_count"]
 
 # Options that Keras lets each LSTM layer set on its own: a ModelConfig field holds
 # one value for every layer or a tuple with one value per layer.
-PER_LAYER_FIELDS = (
-    "activation",
-    "recurrent_activation",
-    "use_bias",
-    "kernel_initializer",
-    "recurrent_initializer",
-    "bias_initializer",
-    "unit_forget_bias",
-    "forget_bias",
-    "dropout",
-    "recurrent_dropout",
-    "implementation",
-    "go_backwards",
-    "unroll",
-    "zero_output_for_mask",
-    "bidirectional",
-    "kernel_regularizer",
-    "recurrent_regularizer",
-    "bias_regularizer",
-    "activity_regularizer",
-    "kernel_constraint",
-    "recurrent_constraint",
-    "bias_constraint",
-    "output_dropout",
+PER_LAYER_FIELDS = tuple(
+    f.name for f in dataclasses.fields(LayerConfig) if f.name not in ("units", "input_size")
 )
 _REGULARIZER_FIELDS = (
-    "kernel_regularizer",
-    "recurrent_regularizer",
-    "bias_regularizer",
-    "activity_regularizer",
+    *LAYER_REGULARIZER_FIELDS,
     "head_kernel_regularizer",
     "head_bias_regularizer",
     "head_activity_regularizer",
 )
 _CONSTRAINT_FIELDS = (
-    "kernel_constraint",
-    "recurrent_constraint",
-    "bias_constraint",
+    *LAYER_CONSTRAINT_FIELDS,
     "head_kernel_constraint",
     "head_bias_constraint",
 )
@@ -414,15 +389,11 @@ def _forward(
                 for s in initial_states
             )
     x = jnp.asarray(x, compute)
-    if seq_lengths is not None:
-        if mask is not None:
-            raise ValueError("pass either mask or seq_lengths, not both")
-        mask = sequence_mask(seq_lengths, x.shape[-2])
+    mask = step_mask(mask, seq_lengths, x.shape[-2])
     if config.mask_value is not None:
         # A Keras Masking layer: mask the steps whose features all equal mask_value,
         # and zero them.
-        value_mask = masking_mask(x, config.mask_value)
-        x = jnp.where(value_mask[..., None], x, jnp.zeros((), x.dtype))
+        x, value_mask = apply_masking(x, config.mask_value)
         mask = value_mask if mask is None else jnp.logical_and(mask, value_mask)
     if training and config.input_dropout:
         if key is None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 
+from ._keras_config import from_keras_config
 from .types import Array, BidirectionalParams, CellParams, ModelParams
 
 if TYPE_CHECKING:
@@ -199,8 +200,7 @@ def get_regularizer(spec: RegularizerSpec) -> RegularizerFn | None:
         cls = _CLASSES.get(name) or _CLASSES.get(_SNAKE.get(name, ""))
         if cls is None:
             raise ValueError(f"unknown regularizer class {name!r}; use one of {sorted(_CLASSES)}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in (spec.get("config") or {}).items() if k in fields})
+        return from_keras_config(cls, spec.get("config"))
     if callable(spec):
         return spec
     raise TypeError(
@@ -239,19 +239,17 @@ def _weight_terms(params: ModelParams, config: ModelConfig):
     for cfg, cells in _layer_pairs(params, config):
         for cell in cells:
             cell: CellParams
-            for reg_spec, weight in (
+            for reg, weight in (
                 (cfg.kernel_regularizer, cell.kernel),
                 (cfg.recurrent_regularizer, cell.recurrent_kernel),
                 (cfg.bias_regularizer, cell.bias),
             ):
-                reg = get_regularizer(reg_spec)
                 if reg is not None and weight is not None:
                     yield reg, weight
-    for reg_spec, weight in (
+    for reg, weight in (
         (config.head_kernel_regularizer, params.head.kernel),
         (config.head_bias_regularizer, params.head.bias),
     ):
-        reg = get_regularizer(reg_spec)
         if reg is not None and weight is not None:
             yield reg, weight
 
@@ -316,11 +314,11 @@ def activity_loss(
     """
     total = jnp.zeros((), jnp.float32)
     for cfg, outputs in zip(config.layers, layer_outputs, strict=True):
-        reg = get_regularizer(cfg.activity_regularizer)
+        reg = cfg.activity_regularizer
         if reg is not None:
             for out in outputs:
                 total = total + _activity_term(reg, out, batch_ndim)
-    reg = get_regularizer(config.head_activity_regularizer)
+    reg = config.head_activity_regularizer
     if reg is not None and head_output is not None:
         total = total + _activity_term(reg, head_output, batch_ndim)
     return total
@@ -380,6 +378,8 @@ def add_regularization(config: ModelConfig):
             raise ValueError(
                 "add_regularization needs params: call tx.update(grads, state, params)"
             )
+        if not has_weight_regularizer(config):
+            return updates, state
         grads = jax.grad(regularization_loss)(params, config)
         return jax.tree.map(lambda u, g: u + g.astype(u.dtype), updates, grads), state
 
