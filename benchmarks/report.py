@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The targets of issue 5, on CPU: (case, metric, minimum ratio vs PyTorch).
+# The case that carries issue 5's CPU targets against PyTorch (see ``check_targets``).
 SEED_TARGET_CASE = "seed B=256 T=100"
 
 

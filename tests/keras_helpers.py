@@ -48,6 +48,14 @@ def randomize(layer, rng: np.random.Generator, scale: float = 0.5) -> None:
         weight.assign(rng.normal(0.0, scale, size=tuple(weight.shape)).astype("float32"))
 
 
+def random_params(config, seed: int):
+    """``jlstm.init_params`` for ``config`` with every array redrawn from N(0, 0.5^2)
+    (NumPy generator seeded with ``seed``)."""
+    params = jlstm.init_params(jax.random.key(seed), config)
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(rng.normal(0.0, 0.5, a.shape), a.dtype), params)
+
+
 def cell_params(lstm) -> CellParams:
     """``CellParams`` copied from a built ``keras.layers.LSTM`` (or its cell)."""
     cell = getattr(lstm, "cell", lstm)

@@ -20,7 +20,7 @@ from jlstm import constraints as C
 from jlstm import regularizers as R
 from jlstm.interop.keras import load_keras, to_keras
 
-from .keras_helpers import APPLY, ATOL, MASK, np32, randomize
+from .keras_helpers import APPLY, ATOL, MASK, np32, random_params, randomize
 
 B, T = MASK.shape
 
@@ -102,14 +102,8 @@ RICH = jlstm.ModelConfig(
 )
 
 
-def _rich_params(seed=3):
-    params = jlstm.init_params(jax.random.key(seed), RICH)
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.5, a.shape), a.dtype), params)
-
-
 def test_to_keras_predicts_identically_and_round_trips(tmp_path):
-    params = _rich_params()
+    params = random_params(RICH, 3)
     x = np.random.default_rng(4).normal(size=(B, T, 2)).astype("float32")
     x[~MASK] = 0.0
     model = to_keras(RICH, params)

@@ -21,7 +21,7 @@ import pytest
 import jlstm
 from jlstm.interop.keras import load_keras
 
-from .keras_helpers import APPLY, ATOL, LSTM_LAYER, MASK, build_lstm, np32
+from .keras_helpers import APPLY, ATOL, LSTM_LAYER, MASK, build_lstm, np32, randomize
 
 B, T, D, H = MASK.shape[0], MASK.shape[1], 3, 4
 
@@ -193,8 +193,7 @@ def test_model_apply_matches_keras_stack_with_masking(data):
             keras.layers.Dense(2, activation="tanh"),
         ]
     )
-    for w in model.weights:
-        w.assign(rng.normal(0.0, 0.5, size=tuple(w.shape)).astype("float32"))
+    randomize(model, rng)
     config, params = load_keras(model)
     assert config.mask_value == -1.0 and config.go_backwards == (True, False)
     assert config.implementation == (1, "auto")  # Keras' 2 runs on jlstm's fastest mode

@@ -14,15 +14,9 @@ import jlstm
 from jlstm.interop.keras import to_keras
 from jlstm.stateful import _apply_stateful_jit, _stream_step_jit
 
-from .keras_helpers import APPLY, ATOL, MASK, np32
+from .keras_helpers import APPLY, ATOL, MASK, np32, random_params
 
 B, T, D = MASK.shape[0], MASK.shape[1], 2
-
-
-def _random_params(config, seed):
-    params = jlstm.init_params(jax.random.key(seed), config)
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda a: jnp.asarray(rng.normal(0.0, 0.5, a.shape), a.dtype), params)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,7 @@ def test_stateful_batches_match_keras(chunks, bidirectional):
         recurrent_activation=("sigmoid", "hard_sigmoid"),
         bidirectional=bidirectional,
     )
-    params = _random_params(config, 1)
+    params = random_params(config, 1)
     keras_model = to_keras(config, params, stateful=True, batch_size=B)
     model = jlstm.StatefulModel(params, config, batch_size=B)
     for k in range(3):
@@ -69,7 +63,7 @@ def test_stateful_batches_match_keras(chunks, bidirectional):
 def test_chunked_equals_whole_with_masks(chunks):
     x, mask = chunks
     config = jlstm.ModelConfig(input_size=D, layer_sizes=(4, 3), return_sequences=True)
-    params = _random_params(config, 2)
+    params = random_params(config, 2)
     whole, whole_states = APPLY(
         params, jnp.asarray(x), config, mask=jnp.asarray(mask), return_state=True
     )
@@ -87,7 +81,7 @@ def test_chunked_equals_whole_with_masks(chunks):
 def test_per_sample_reset(chunks):
     x, _ = chunks
     config = jlstm.ModelConfig(input_size=D, layer_sizes=(4,), return_sequences=True)
-    params = _random_params(config, 3)
+    params = random_params(config, 3)
     first, second = jnp.asarray(x[:, :T]), jnp.asarray(x[:, T : 2 * T])
     _, states = _apply_stateful_jit(params, first, jlstm.init_states(config, B), config)
     reset = jnp.array([True, False, True, False, False])
@@ -109,7 +103,7 @@ def test_streaming_step_matches_the_full_sequence(chunks):
     config = jlstm.ModelConfig(
         input_size=D, layer_sizes=(4, 3), output_size=2, return_sequences=True
     )
-    params = _random_params(config, 4)
+    params = random_params(config, 4)
     full = np32(APPLY(params, jnp.asarray(x), config, mask=jnp.asarray(mask)))
     model = jlstm.StatefulModel(params, config, batch_size=B)
     before = _stream_step_jit._cache_size()

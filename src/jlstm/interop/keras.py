@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from ..activations import ACTIVATIONS, activation_name
 from ..constraints import Constraint, MaxNorm, MinMaxNorm, NonNeg, UnitNorm, get_constraint
 from ..initializers import Initializer, VarianceScaling, get_initializer, initializer_to_dict
 from ..model import PER_LAYER_FIELDS, ModelConfig
+from ..modes import get_mode
 from ..regularizers import L1, L1L2, L2, OrthogonalRegularizer, Regularizer, get_regularizer
 from ..types import BidirectionalParams, CellParams, DenseParams, ModelParams
 
@@ -50,23 +52,9 @@ SUPPORTED_LAYERS = (
     "Dense",
     "Activation",
 )
-# Keras activation names jlstm computes identically (jlstm.activations follows Keras 3).
-_KERAS_ACTIVATIONS = {
-    "tanh",
-    "sigmoid",
-    "hard_sigmoid",
-    "relu",
-    "relu6",
-    "elu",
-    "selu",
-    "softsign",
-    "softplus",
-    "silu",
-    "swish",
-    "gelu",
-    "exponential",
-    "linear",
-}
+# Keras activation names jlstm computes identically (jlstm.activations follows Keras 3):
+# all of jlstm's but its Keras 2 hard sigmoid and tanh-approximated GELU.
+_KERAS_ACTIVATIONS = set(ACTIVATIONS) - {"hard_sigmoid_keras2", "gelu_tanh"}
 
 
 def _keras():
@@ -98,13 +86,20 @@ def _is_symbolic(value) -> bool:
 
 
 def _flatten_layers(model) -> list:
-    """The model's layers in data order, checking that they form a single chain."""
+    """The model's layers in data order (nested models expanded), checking that they
+    form a single chain."""
     keras = _keras()
-    if isinstance(model, keras.Sequential):
-        layers = []
-        for layer in model.layers:
-            layers.extend(_flatten_layers(layer) if isinstance(layer, keras.Model) else [layer])
-        return layers
+    chain = model.layers if isinstance(model, keras.Sequential) else _functional_chain(model)
+    layers = []
+    for layer in chain:
+        layers.extend(_flatten_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return layers
+
+
+def _functional_chain(model) -> list:
+    """A functional model's top-level layers from input to output, checking that they
+    form a single chain."""
+    keras = _keras()
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"load_keras takes a path to a .keras file or a keras.Model, got {type(model).__name__}"
@@ -136,10 +131,7 @@ def _flatten_layers(model) -> list:
             )
         chain.append(op)
         tensor = args[0]
-    layers = []
-    for layer in reversed(chain):
-        layers.extend(_flatten_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return layers
+    return chain[::-1]
 
 
 def _numpy(variable) -> np.ndarray:
@@ -359,8 +351,6 @@ def load_keras(
             continue
         if head is not None:
             if isinstance(layer, keras.layers.Activation) and not head_activation_set:
-                if model_options["head_activation"] != "linear":
-                    raise _unsupported(layer, "a second activation after a non-linear Dense")
                 model_options["head_activation"] = _activation(
                     layer.get_config()["activation"], layer
                 )
@@ -470,8 +460,6 @@ def load_keras(
 
 
 def _keras_activation(spec, what: str) -> str:
-    from ..activations import activation_name
-
     name = activation_name(spec)
     if name not in _KERAS_ACTIVATIONS:
         raise ValueError(
@@ -483,13 +471,13 @@ def _keras_activation(spec, what: str) -> str:
 
 def _keras_initializer(spec, default: str, what: str):
     keras = _keras()
+    init = get_initializer(spec)
     try:
-        as_json = initializer_to_dict(get_initializer(spec))
+        as_json = initializer_to_dict(init)
     except TypeError:
         as_json = None
     if isinstance(as_json, str) and as_json not in ("block_identity", "torch_lstm"):
         return keras.initializers.get(as_json)
-    init = get_initializer(spec)
     if isinstance(init, VarianceScaling):
         return keras.initializers.VarianceScaling(
             scale=init.scale, mode=init.mode, distribution=init.distribution
@@ -548,7 +536,7 @@ def _keras_constraint(spec, what: str):
 
 
 def _keras_dtype(config: ModelConfig) -> str:
-    param = np.dtype(config.param_dtype).name if config.param_dtype != "bfloat16" else "bfloat16"
+    param = np.dtype(config.param_dtype).name  # ml_dtypes (via JAX) registers bfloat16
     compute = config.compute_dtype or config.param_dtype
     if compute == config.param_dtype:
         return param
@@ -636,7 +624,7 @@ def to_keras(
             bias_constraint=_keras_constraint(cfg.bias_constraint, what),
             dropout=cfg.dropout,
             recurrent_dropout=cfg.recurrent_dropout,
-            implementation=1 if cfg.implementation in (1, "1", "keras1") else 2,
+            implementation=1 if get_mode(cfg.implementation).name == "keras1" else 2,
             return_sequences=config.return_sequences or not top,
             go_backwards=cfg.go_backwards if not cfg.bidirectional else False,
             stateful=stateful,
