@@ -206,12 +206,20 @@ def time_phase(bursts: dict, budget_s: float, min_rounds: int, calls: int = 2) -
     return samples
 
 
+def auto_modes(case: Case) -> str:
+    """What ``"auto"`` runs for the case's layers (``jlstm.modes.auto_mode_name`` on the
+    time-major inputs each layer gets): one name, or ``/``-joined when layers differ."""
+    from jlstm.modes import auto_mode_name
+
+    inputs = (case.input_size, *case.layer_sizes[:-1])
+    names = [
+        auto_mode_name((case.steps, case.batch, features), "float32", units)
+        for features, units in zip(inputs, case.layer_sizes, strict=True)
+    ]
+    return names[0] if len(set(names)) == 1 else "/".join(names)
+
+
 def run_case(case: Case, contestants: list[str], preset: dict, log, torch_worker) -> list[dict]:
-    import jax
-
-    from jlstm.kernels.multicore import batch_devices
-    from jlstm.modes import choose_mode
-
     builders = {"flax": build_flax, "keras": build_keras}
     built, rows = {}, []
     fwd_bursts, train_bursts = {}, {}
@@ -240,20 +248,7 @@ def run_case(case: Case, contestants: list[str], preset: dict, log, torch_worker
     fwd = time_phase({**fwd_bursts, "floor": _local(floor)}, *timing)
     train = time_phase(train_bursts, *timing)
     floor_ms = statistics.median(fwd.pop("floor")) * 1e3
-    platform_name = jax.default_backend()
-    auto_mode = choose_mode(
-        platform=platform_name,
-        standard=True,
-        dtype="float32",
-        mask=False,
-        dropout=False,
-        recurrent_dropout=False,
-        steps=case.steps,
-        batch=case.batch,
-        input_size=case.input_size,
-        units=case.layer_sizes[0],
-        cpu_devices=max(len(batch_devices(case.batch, platform=platform_name)), 1),
-    )
+    auto_mode = auto_modes(case)
     torch_fwd = statistics.median(fwd["torch"]) * 1e3 if "torch" in fwd else None
     torch_train = statistics.median(train["torch"]) * 1e3 if "torch" in train else None
     for name, b in built.items():
@@ -317,17 +312,16 @@ def main(argv=None) -> int:
     if preset_name != "gpu":
         devices = args.cpu_devices if args.cpu_devices is not None else cores
         jax.config.update("jax_num_cpu_devices", devices)
+    modes = args.modes.split(",") if args.modes else preset["modes"]
+    peers = preset["peers"] if args.peers is None else [p for p in args.peers.split(",") if p]
+    peers = [p for p in peers if p != "none"]
     torch_threads, torch_worker = None, None
-    if "torch" in (args.peers.split(",") if args.peers else preset["peers"]):
+    if "torch" in peers:
         try:
             torch_worker = TorchWorker(cores, require_cuda=preset_name == "gpu")
             torch_threads = cores
         except OSError as error:
             print(f"PyTorch worker did not start: {error}")
-
-    modes = args.modes.split(",") if args.modes else preset["modes"]
-    peers = preset["peers"] if args.peers is None else [p for p in args.peers.split(",") if p]
-    peers = [p for p in peers if p != "none"]
     cases = preset["cases"]
     if args.cases:
         keys = args.cases.split(",")

@@ -18,8 +18,8 @@ from .activations import ActivationSpec, get_activation
 from .cell import init_cell_params, zero_state
 from .constraints import ConstraintSpec, get_constraint
 from .initializers import InitializerSpec, get_initializer
-from .masking import sequence_mask
-from .modes import RecurrenceOptions, get_mode, resolve_mode, valid_implementation
+from .masking import step_mask
+from .modes import RecurrenceOptions, get_mode, resolve_mode
 from .regularizers import RegularizerSpec, get_regularizer
 from .types import Array, BidirectionalParams, CellParams, LSTMState
 
@@ -124,8 +124,7 @@ class LayerConfig:
         get_activation(self.recurrent_activation)
         for name in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
             get_initializer(getattr(self, name))
-        if not valid_implementation(self.implementation):
-            get_mode(self.implementation)  # raises with the list of modes
+        get_mode(self.implementation)  # raises with the list of modes
         if isinstance(self.unroll, int) and not isinstance(self.unroll, bool) and self.unroll < 1:
             raise ValueError(f"unroll must be a bool or a positive integer, got {self.unroll!r}")
 
@@ -296,20 +295,17 @@ def lstm_layer(
                     f"initial_state parts must have shape {(*batch_shape, units)}, got {part.shape}"
                 )
 
-    if seq_lengths is not None:
-        if mask is not None:
-            raise ValueError("pass either mask or seq_lengths, not both")
-        mask = sequence_mask(seq_lengths, x.shape[-2])
+    mask = step_mask(mask, seq_lengths, x.shape[-2])
     has_input_drop, has_recurrent_drop = dropout > 0.0, recurrent_dropout > 0.0
     if fixed_dropout_masks is not None:
         has_input_drop = fixed_dropout_masks.input is not None
         has_recurrent_drop = fixed_dropout_masks.recurrent is not None
     use_dropout = training and (has_input_drop or has_recurrent_drop)
-    mode = resolve_mode(implementation, mask=mask is not None, dropout=use_dropout)
+    mode = resolve_mode(implementation, mask=mask is not None)
     if use_dropout and has_recurrent_drop and not mode.gate_masks:
         # Keras 3 forces implementation 1 when recurrent_dropout > 0: one mask per gate
         # for the inputs and for the state. Follow it so the noise is Keras'.
-        mode = resolve_mode(1, mask=mask is not None, dropout=True)
+        mode = resolve_mode(1, mask=mask is not None)
 
     xs = jnp.moveaxis(x, -2, 0)  # (T, B..., D): scan runs over the leading axis
     mask_t = None

@@ -48,6 +48,7 @@ Modes without forward-mode autodiff are custom VJPs: ``jax.jvp``, ``jax.jacfwd``
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -63,6 +64,7 @@ from .types import Array, CellParams, LSTMState
 __all__ = [
     "Mode",
     "RecurrenceOptions",
+    "auto_mode_name",
     "choose_mode",
     "get_mode",
     "list_modes",
@@ -81,6 +83,10 @@ class RecurrenceOptions:
     unroll: int | bool = 1
     zero_output_for_mask: bool = False
 
+    def scan_unroll(self, steps: int) -> int:
+        """The ``lax.scan`` unroll factor for ``steps`` steps (``unroll=True``: all of them)."""
+        return steps if self.unroll is True else max(int(self.unroll), 1)
+
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
@@ -89,9 +95,9 @@ class Mode:
     Attributes:
         name: registry name (what ``ModelConfig(implementation=...)`` takes).
         run: the kernel (signature in the module docstring).
-        description: one line for ``list_modes`` and the benchmark tables.
         gate_masks: dropout draws one mask per gate (Keras implementation 1) instead of one.
-        supports_mask / supports_dropout: whether the kernel handles step masks / dropout.
+        supports_mask / supports_recurrent_dropout: whether the kernel handles step masks /
+            recurrent dropout (every mode handles input dropout).
         supports_forward_ad: whether ``jax.jvp`` works through it (custom VJPs do not).
         standard_only: computes only the standard LSTM (``activation="tanh"``,
             ``recurrent_activation="sigmoid"``).
@@ -101,10 +107,9 @@ class Mode:
 
     name: str
     run: Callable[..., tuple[Array, LSTMState]]
-    description: str
     gate_masks: bool = False
     supports_mask: bool = True
-    supports_dropout: bool = True
+    supports_recurrent_dropout: bool = True
     supports_forward_ad: bool = True
     standard_only: bool = False
     dtypes: frozenset[str] | None = None
@@ -113,17 +118,17 @@ class Mode:
     def unsupported(
         self,
         *,
-        mask: bool,
-        dropout: bool,
         platform: str,
+        mask: bool = False,
+        recurrent_dropout: bool = False,
         standard: bool = True,
         dtype: str | None = None,
     ) -> str | None:
         """Why this mode cannot run a call with these features, or ``None`` if it can."""
         if mask and not self.supports_mask:
             return "masking"
-        if dropout and not self.supports_dropout:
-            return "dropout"
+        if recurrent_dropout and not self.supports_recurrent_dropout:
+            return "recurrent dropout"
         if platform not in self.platforms:
             return f"platform {platform!r}"
         if not standard and self.standard_only:
@@ -159,21 +164,16 @@ def get_mode(implementation: int | str) -> Mode:
     name = _ALIASES.get(implementation, implementation)
     try:
         return _REGISTRY[name]
-    except (KeyError, TypeError):
+    except KeyError:
         raise ValueError(
             f"unknown implementation {implementation!r}; use 1, 2, 'auto' or one of {list_modes()}"
         ) from None
-
-
-def valid_implementation(implementation: int | str) -> bool:
-    return implementation == "auto" or _ALIASES.get(implementation, implementation) in _REGISTRY
 
 
 def resolve_mode(
     implementation: int | str,
     *,
     mask: bool = False,
-    dropout: bool = False,
     platform: str | None = None,
 ) -> Mode:
     """The mode that will run a layer call.
@@ -182,11 +182,10 @@ def resolve_mode(
     when shapes, dtype and activations are known; a named mode that cannot run the
     call's features raises a ``ValueError`` naming them.
     """
-    platform = platform or jax.default_backend()
     if implementation == "auto":
         return AUTO
     mode = get_mode(implementation)
-    reason = mode.unsupported(mask=mask, dropout=dropout, platform=platform)
+    reason = mode.unsupported(platform=platform or jax.default_backend(), mask=mask)
     if reason:
         raise ValueError(
             f"implementation {mode.name!r} does not support {reason}; "
@@ -232,8 +231,9 @@ def choose_mode(
       MULTICORE_MIN_STEPS`` and ``H <= MULTICORE_MAX_UNITS``.
     * CPU, other activations: ``hoisted`` when ``D >= H / 2`` (the hoisted product
       then saves more than its ``(T, B, 4H)`` buffer costs), else ``keras2``.
-    * GPU: ``cudnn`` for float32, standard activations, no step mask and no recurrent
-      dropout; otherwise as on CPU (``fused_vjp`` / ``keras2``).
+    * GPU: ``cudnn`` when its mode declares it can run the call (``Mode.unsupported``:
+      float32, standard activations, no step mask and no recurrent dropout); otherwise
+      as on CPU (``fused_vjp`` / ``keras2``).
     * other platforms (unmeasured): ``keras2``.
 
     Args:
@@ -246,7 +246,14 @@ def choose_mode(
         cpu_devices: local CPU devices (``jax.local_device_count("cpu")``).
     """
     if platform == "gpu":
-        if standard and dtype == "float32" and not mask and not recurrent_dropout:
+        cudnn_limit = _REGISTRY["cudnn"].unsupported(
+            platform=platform,
+            mask=mask,
+            recurrent_dropout=recurrent_dropout,
+            standard=standard,
+            dtype=dtype,
+        )
+        if cudnn_limit is None:
             return "cudnn"
         return "fused_vjp" if standard else "keras2"
     if platform != "cpu":
@@ -260,29 +267,62 @@ def choose_mode(
     return "fused_vjp"
 
 
+def auto_mode_name(
+    shape: tuple[int, ...],
+    dtype,
+    units: int,
+    *,
+    activation: ActivationSpec = "tanh",
+    recurrent_activation: ActivationSpec = "sigmoid",
+    mask: bool = False,
+    dropout: bool = False,
+    recurrent_dropout: bool = False,
+    platform: str | None = None,
+) -> str:
+    """The mode ``"auto"`` runs for one layer call (``choose_mode`` on the call's facts).
+
+    Args:
+        shape: the time-major inputs' shape ``(T, B..., D)`` as the mode receives them.
+        dtype: their dtype.
+        units: ``H``.
+        activation / recurrent_activation: the layer's activations.
+        mask / dropout / recurrent_dropout: the call has a step mask / input dropout /
+            recurrent dropout.
+        platform: JAX platform; ``None``: ``jax.default_backend()``.
+    """
+    platform = platform or jax.default_backend()
+    batch = math.prod(shape[1:-1])
+    cpu_devices = 1
+    if platform == "cpu" and len(shape) == 3:
+        cpu_devices = max(len(multicore.batch_devices(batch)), 1)
+    return choose_mode(
+        platform=platform,
+        standard=fused.is_standard(activation, recurrent_activation),
+        dtype=jnp.dtype(dtype).name,
+        mask=mask,
+        dropout=dropout,
+        recurrent_dropout=recurrent_dropout,
+        steps=shape[0],
+        batch=batch,
+        input_size=shape[-1],
+        units=units,
+        cpu_devices=cpu_devices,
+    )
+
+
 def _auto_run(
     params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options
 ):
     """``"auto"``: dispatch to ``choose_mode``'s pick for this call (at trace time)."""
-    platform = jax.default_backend()
-    batch = 1
-    for size in xs.shape[1:-1]:
-        batch *= size
-    cpu_devices = 1
-    if platform == "cpu" and len(xs.shape) == 3:
-        cpu_devices = max(len(multicore.batch_devices(batch)), 1)
-    name = choose_mode(
-        platform=platform,
-        standard=fused.is_standard(options.activation, options.recurrent_activation),
-        dtype=jnp.dtype(xs.dtype).name,
+    name = auto_mode_name(
+        xs.shape,
+        xs.dtype,
+        params.recurrent_kernel.shape[0],
+        activation=options.activation,
+        recurrent_activation=options.recurrent_activation,
         mask=mask is not None,
         dropout=input_mask is not None,
         recurrent_dropout=recurrent_mask is not None,
-        steps=xs.shape[0],
-        batch=batch,
-        input_size=xs.shape[-1],
-        units=params.recurrent_kernel.shape[0],
-        cpu_devices=cpu_devices,
     )
     return _REGISTRY[name].run(
         params,
@@ -295,12 +335,7 @@ def _auto_run(
     )
 
 
-AUTO = Mode(
-    "auto",
-    _auto_run,
-    "picks a mode per call from measured rules (choose_mode)",
-    supports_forward_ad=False,
-)
+AUTO = Mode("auto", _auto_run, supports_forward_ad=False)
 
 
 def _scan_cell(implementation: int):
@@ -330,15 +365,14 @@ def _scan_cell(implementation: int):
             )
             if m_t is None:
                 return new, h
-            keep = m_t[..., None]
-            # Keras: a masked step keeps the state and re-emits the previous output
-            # (the previous h), or zeros with zero_output_for_mask.
-            out = jnp.where(keep, h, 0 if options.zero_output_for_mask else carry.h)
-            new = LSTMState(jnp.where(keep, new.h, carry.h), jnp.where(keep, new.c, carry.c))
-            return new, out.astype(h.dtype)
+            h_t, c_t, out = fused.masked_update(
+                m_t[..., None], new.h, new.c, carry.h, carry.c, options.zero_output_for_mask
+            )
+            # Not a no-op: with activations that return a narrower dtype than the state's,
+            # h is narrower than carry.h, and the step's output keeps h's dtype.
+            return LSTMState(h_t, c_t), out.astype(h.dtype)
 
-        unroll = xs.shape[0] if options.unroll is True else max(int(options.unroll), 1)
-        final, ys = lax.scan(step, state, (xs, mask), unroll=unroll)
+        final, ys = lax.scan(step, state, (xs, mask), unroll=options.scan_unroll(xs.shape[0]))
         return ys, final
 
     return run
@@ -348,7 +382,6 @@ register_mode(
     Mode(
         "keras1",
         _scan_cell(1),
-        "Keras implementation 1: lax.scan of the cell, four per-gate products per step",
         gate_masks=True,
     ),
 )
@@ -356,21 +389,18 @@ register_mode(
     Mode(
         "keras2",
         _scan_cell(2),
-        "Keras implementation 2: lax.scan of the cell, one fused product per step",
     ),
 )
 register_mode(
     Mode(
         "hoisted",
         hoisted.run,
-        "x @ W + b for all steps as one product, then Keras' step (any activation)",
     ),
 )
 register_mode(
     Mode(
         "fused",
         fused.run,
-        "one tanh over the whole gate array (exact sigmoid rewrite), plain autodiff",
         standard_only=True,
     ),
 )
@@ -378,8 +408,6 @@ register_mode(
     Mode(
         "fused_vjp",
         fused_vjp.run,
-        "fused forward + custom VJP: backward runs the recurrence only, "
-        "weight gradients as whole-chunk products",
         supports_forward_ad=False,
         standard_only=True,
     ),
@@ -388,7 +416,6 @@ register_mode(
     Mode(
         "multicore",
         multicore.wrap(fused_vjp.run),
-        "fused_vjp with the batch split over local CPU devices (use_cpu_devices)",
         supports_forward_ad=False,
         standard_only=True,
         platforms=frozenset({"cpu"}),
@@ -398,8 +425,8 @@ register_mode(
     Mode(
         "cudnn",
         cudnn.run,
-        "cuDNN LSTM through jax.experimental.rnn (float32, no masks)",
         supports_mask=False,
+        supports_recurrent_dropout=False,
         supports_forward_ad=False,
         standard_only=True,
         dtypes=frozenset({"float32"}),

@@ -46,23 +46,20 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
     """The ``"cudnn"`` mode: ``xs`` ``(T, B..., D)`` -> ``ys`` ``(T, B..., H)``."""
     from jax.experimental import rnn  # GPU-only module: imported when the mode runs
 
-    if not fused.is_standard(options.activation, options.recurrent_activation):
-        raise ValueError(
-            "implementation 'cudnn' needs standard activations: " + fused.STANDARD_ACTIVATIONS_HINT
-        )
+    dtype = xs.dtype  # before the input dropout mask may promote it
+    xs, h0, c0, mask, recurrent_mask, batch_shape = fused.prepare(
+        "cudnn", xs, state, mask, input_mask, recurrent_mask, options
+    )
     if mask is not None or recurrent_mask is not None:
         raise ValueError(
             "implementation 'cudnn' supports neither step masks nor recurrent dropout; "
             "use implementation='auto', which picks another mode for them"
         )
-    if xs.dtype != jnp.float32 or params.kernel.dtype != jnp.float32:
+    if dtype != jnp.float32 or params.kernel.dtype != jnp.float32:
         raise ValueError(
-            f"implementation 'cudnn' runs in float32 only, got {xs.dtype} inputs and "
+            f"implementation 'cudnn' runs in float32 only, got {dtype} inputs and "
             f"{params.kernel.dtype} weights; use implementation='auto'"
         )
-    if input_mask is not None:
-        xs = xs * input_mask
-    xs, h0, c0, _, _, _, batch_shape = fused.flatten(xs, state, None, None, None)
     steps, batch, features = xs.shape
     units = params.recurrent_kernel.shape[0]
     ys, h_n, c_n = rnn.lstm(

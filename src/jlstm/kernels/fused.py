@@ -22,13 +22,14 @@ layer's ``(T, B..., D)``.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..activations import ACTIVATIONS
+from ..activations import activation_name
 from ..types import Array, CellParams, LSTMState
 
 __all__ = [
@@ -47,8 +48,9 @@ __all__ = [
     "flatten",
     "fold",
     "forward",
-    "gates",
     "is_standard",
+    "masked_update",
+    "prepare",
     "project",
     "run",
     "unflatten",
@@ -75,13 +77,24 @@ STANDARD_ACTIVATIONS_HINT = (
 
 def is_standard(activation, recurrent_activation) -> bool:
     """Whether the activations are ``tanh`` and ``sigmoid`` (by name or as the functions)."""
+    try:
+        return activation_name(activation) == "tanh" and (
+            activation_name(recurrent_activation) == "sigmoid"
+        )
+    except ValueError:  # an unknown name: not a standard one
+        return False
 
-    def same(spec, name):
-        if isinstance(spec, str):
-            return spec.lower() == name
-        return spec is ACTIVATIONS[name]
 
-    return same(activation, "tanh") and same(recurrent_activation, "sigmoid")
+def masked_update(keep: Array, h_new: Array, c_new: Array, h: Array, c: Array, zero_output: bool):
+    """Keras' masked step: ``(h_t, c_t, y)`` for a step mask ``keep`` broadcast to the states.
+
+    Where ``keep`` is false the step keeps the state ``(h, c)`` and emits the previous
+    output ``h`` (zeros with ``zero_output``).
+    """
+    h_t = jnp.where(keep, h_new, h)
+    c_t = jnp.where(keep, c_new, c)
+    y = jnp.where(keep, h_new, jnp.zeros_like(h) if zero_output else h)
+    return h_t, c_t, y
 
 
 class Folded(NamedTuple):
@@ -111,12 +124,6 @@ def fold(params: CellParams) -> Folded:
     return Folded(params.kernel * scale, params.recurrent_kernel * scale, bias)
 
 
-def gates(t: Array, units: int) -> tuple[Array, Array, Array, Array]:
-    """``(i, f, g, o)``, each ``(..., H)``, from ``t = tanh(folded z)`` ``(..., 4H)``."""
-    t_i, t_f, t_g, t_o = (t[..., k * units : (k + 1) * units] for k in range(4))
-    return 0.5 * t_i + 0.5, 0.5 * t_f + 0.5, t_g, 0.5 * t_o + 0.5
-
-
 def project(x: Array, kernel: Array) -> Array:
     """``x @ kernel`` for ``x`` ``(..., D)``; a broadcast product when ``D == 1``.
 
@@ -144,9 +151,11 @@ class Layout(NamedTuple):
 
     def gates(self, t: Array, units: int) -> tuple[Array, Array, Array, Array]:
         """``(i, f, g, o)`` from ``t = tanh(folded z)``: each ``(..., B, H)`` / ``(..., H, B)``."""
-        if not self.transposed:
-            return gates(t, units)
-        t_i, t_f, t_g, t_o = (t[..., k * units : (k + 1) * units, :] for k in range(4))
+        if self.transposed:
+            blocks = (t[..., k * units : (k + 1) * units, :] for k in range(4))
+        else:
+            blocks = (t[..., k * units : (k + 1) * units] for k in range(4))
+        t_i, t_f, t_g, t_o = blocks
         return 0.5 * t_i + 0.5, 0.5 * t_f + 0.5, t_g, 0.5 * t_o + 0.5
 
     def concat(self, blocks) -> Array:
@@ -231,34 +240,40 @@ def choose_layout(batch: int, units: int) -> Layout:
     return FEATURE_MAJOR if wide else BATCH_MAJOR
 
 
-def flatten(xs: Array, state: LSTMState, mask, input_mask, recurrent_mask):
+def flatten(xs: Array, state: LSTMState, mask, recurrent_mask):
     """Flatten the batch axes of a layer call: ``(T, B..., D)`` -> ``(T, B, D)``.
 
     Returns:
-        ``(xs, h0, c0, mask, input_mask, recurrent_mask, batch_shape)`` with
-        ``xs`` ``(T, B, D)``, states ``(B, H)``, ``mask`` ``(T, B)`` or ``None`` and the
-        dropout masks ``(B, D)`` / ``(B, H)`` or ``None``; an unbatched call gets ``B = 1``.
+        ``(xs, h0, c0, mask, recurrent_mask, batch_shape)`` with ``xs`` ``(T, B, D)``,
+        states ``(B, H)``, ``mask`` ``(T, B)`` or ``None`` and the recurrent dropout mask
+        ``(B, H)`` or ``None``; an unbatched call gets ``B = 1``.
     """
     steps, features = xs.shape[0], xs.shape[-1]
     batch_shape = xs.shape[1:-1]
-    flat = 1
-    for size in batch_shape:
-        flat *= size
+    flat = math.prod(batch_shape)
 
     def rows(a):
         return None if a is None else a.reshape(flat, a.shape[-1])
 
     xs = xs.reshape(steps, flat, features)
     mask = None if mask is None else mask.reshape(steps, flat)
-    return (
-        xs,
-        rows(state.h),
-        rows(state.c),
-        mask,
-        rows(input_mask),
-        rows(recurrent_mask),
-        batch_shape,
-    )
+    return xs, rows(state.h), rows(state.c), mask, rows(recurrent_mask), batch_shape
+
+
+def prepare(name: str, xs: Array, state: LSTMState, mask, input_mask, recurrent_mask, options):
+    """The start of every fused-gate mode's ``run``: check the activations are the standard
+    ones, apply the input dropout mask, then ``flatten`` (and return what it returns).
+
+    Raises:
+        ValueError: for other activations, naming the mode ``name``.
+    """
+    if not is_standard(options.activation, options.recurrent_activation):
+        raise ValueError(
+            f"implementation {name!r} needs standard activations: {STANDARD_ACTIVATIONS_HINT}"
+        )
+    if input_mask is not None:
+        xs = xs * input_mask
+    return flatten(xs, state, mask, recurrent_mask)
 
 
 def unflatten(ys: Array, final: LSTMState, batch_shape: tuple[int, ...]):
@@ -361,10 +376,7 @@ def forward(
         if m is None:
             h_t, c_t, y = h_new, c_new, h_new
         else:
-            keep = layout.keep(m)
-            h_t = jnp.where(keep, h_new, h)
-            c_t = jnp.where(keep, c_new, c)
-            y = jnp.where(keep, h_new, jnp.zeros_like(h) if zero_output else h)
+            h_t, c_t, y = masked_update(layout.keep(m), h_new, c_new, h, c, zero_output)
         if not save:
             return (h_t, c_t), y
         return (h_t, c_t), (y, h_t if keep_hs else None, t if save_gates else None)
@@ -413,16 +425,9 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
 
     Shapes as in ``jlstm.modes``: ``xs`` ``(T, B..., D)``, ``ys`` ``(T, B..., H)``.
     """
-    if not is_standard(options.activation, options.recurrent_activation):
-        raise ValueError(
-            f"implementation 'fused' needs standard activations: {STANDARD_ACTIVATIONS_HINT}"
-        )
-    if input_mask is not None:
-        xs = xs * input_mask
-    xs, h0, c0, mask, _, recurrent_mask, batch_shape = flatten(
-        xs, state, mask, None, recurrent_mask
+    xs, h0, c0, mask, recurrent_mask, batch_shape = prepare(
+        "fused", xs, state, mask, input_mask, recurrent_mask, options
     )
-    unroll = xs.shape[0] if options.unroll is True else max(int(options.unroll), 1)
     hoist = xs.shape[-1] >= HOIST_MIN_FEATURES
     layout = choose_layout(xs.shape[1], params.recurrent_kernel.shape[0])
     seq = forward(
@@ -435,7 +440,7 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
         zero_output=options.zero_output_for_mask,
         chunk=min(HOIST_CHUNK, xs.shape[0]) if hoist else None,
         hoist=hoist,
-        unroll=unroll,
+        unroll=options.scan_unroll(xs.shape[0]),
         layout=layout,
     )
     final = LSTMState(layout.back(seq.final.h), layout.back(seq.final.c))

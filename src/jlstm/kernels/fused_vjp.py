@@ -99,8 +99,9 @@ def sequence(
         store_gates = gate_bytes <= STORE_GATES_MAX_BYTES or units >= STORE_GATES_MIN_UNITS
     if layout is None:
         layout = fused.choose_layout(xs.shape[1], params.recurrent_kernel.shape[0])
+    chunk = max(1, min(int(chunk), xs.shape[0]))  # steps per chunk, at most T
     ys, h_last, c_last = _sequence(
-        (bool(zero_output), int(chunk), bool(hoist), bool(store_gates), layout),
+        (bool(zero_output), chunk, bool(hoist), bool(store_gates), layout),
         params.kernel,
         params.recurrent_kernel,
         params.bias,
@@ -113,10 +114,11 @@ def sequence(
     return layout.back(ys), LSTMState(layout.back(h_last), layout.back(c_last))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _sequence(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
-    zero_output, chunk, hoist, _, layout = static
-    seq = fused.forward(
+def _forward(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask, *, save):
+    """``fused.forward`` for ``_sequence``: chunked when hoisting or saving for the
+    backward pass (``chunk`` is already at most ``T``), saving the gates when storing."""
+    zero_output, chunk, hoist, store_gates, layout = static
+    return fused.forward(
         fused.fold(CellParams(kernel, recurrent, bias)),
         xs,
         h0,
@@ -124,29 +126,23 @@ def _sequence(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask)
         mask=mask,
         recurrent_mask=recurrent_mask,
         zero_output=zero_output,
-        chunk=_chunk(chunk, xs.shape[0]) if hoist else None,
+        chunk=chunk if save or hoist else None,
+        save=save,
+        save_gates=save and store_gates,
         hoist=hoist,
         layout=layout,
     )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _sequence(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
+    seq = _forward(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask, save=False)
     return seq.ys, seq.final.h, seq.final.c
 
 
 def _sequence_fwd(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
-    zero_output, chunk, hoist, store_gates, layout = static
-    seq = fused.forward(
-        fused.fold(CellParams(kernel, recurrent, bias)),
-        xs,
-        h0,
-        c0,
-        mask=mask,
-        recurrent_mask=recurrent_mask,
-        zero_output=zero_output,
-        chunk=_chunk(chunk, xs.shape[0]),
-        save=True,
-        save_gates=store_gates,
-        hoist=hoist,
-        layout=layout,
-    )
+    args = (kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask)
+    seq = _forward(static, *args, save=True)
     hs = seq.ys if seq.hs is None else seq.hs
     residuals = (
         (kernel, recurrent, bias, xs, h0, mask, recurrent_mask),
@@ -155,16 +151,11 @@ def _sequence_fwd(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_m
     return (seq.ys, seq.final.h, seq.final.c), residuals
 
 
-def _chunk(chunk: int, steps: int) -> int:
-    return max(1, min(chunk, steps))
-
-
 def _sequence_bwd(static, residuals, cotangents):
     zero_output, chunk, _, _, layout = static
     (kernel, recurrent, bias, xs, h0, mask, recurrent_mask), (hs, boundaries, ts) = residuals
     dys, dh_last, dc_last = cotangents
     steps = xs.shape[0]
-    chunk = _chunk(chunk, steps)
     head, full = fused.chunks(steps, chunk)
     folded = fused.fold(CellParams(kernel, recurrent, bias))
     # The folded weights as the chunk's products take them, arranged once, here.
@@ -295,15 +286,8 @@ def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, layout, c
 
 def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
     """The ``"fused_vjp"`` mode (shapes as in ``jlstm.modes``)."""
-    if not fused.is_standard(options.activation, options.recurrent_activation):
-        raise ValueError(
-            "implementation 'fused_vjp' needs standard activations: "
-            + fused.STANDARD_ACTIVATIONS_HINT
-        )
-    if input_mask is not None:
-        xs = xs * input_mask
-    xs, h0, c0, mask, _, recurrent_mask, batch_shape = fused.flatten(
-        xs, state, mask, None, recurrent_mask
+    xs, h0, c0, mask, recurrent_mask, batch_shape = fused.prepare(
+        "fused_vjp", xs, state, mask, input_mask, recurrent_mask, options
     )
     ys, final = sequence(
         params,

@@ -9,11 +9,11 @@ when ``D`` is comparable to ``H``; at ``D = 1`` with large ``B*T`` the precomput
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 from jax import lax
 
 from ..activations import get_activation
 from ..types import CellParams, LSTMState
+from .fused import masked_update
 
 __all__ = ["run"]
 
@@ -39,10 +39,11 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
         h_new = ract(z_o) * act(c_new)
         if m_t is None:
             return LSTMState(h_new, c_new), h_new
-        keep = m_t[..., None]
-        out = jnp.where(keep, h_new, jnp.zeros_like(h) if options.zero_output_for_mask else h)
-        return LSTMState(jnp.where(keep, h_new, h), jnp.where(keep, c_new, c)), out
+        h_t, c_t, out = masked_update(
+            m_t[..., None], h_new, c_new, h, c, options.zero_output_for_mask
+        )
+        return LSTMState(h_t, c_t), out
 
-    unroll = xs.shape[0] if options.unroll is True else max(int(options.unroll), 1)
+    unroll = options.scan_unroll(xs.shape[0])
     final, ys = lax.scan(step, LSTMState(*state), (xw, mask), unroll=unroll)
     return ys, final
