@@ -747,7 +747,7 @@ def _metrics_report(series, pipeline, windows, scores, season, extra) -> dict[st
 
 def _print_table(title: str, scores: dict[str, dict[str, float]], stream=None) -> None:
     stream = stream or sys.stdout
-    names = ("rmse", "mae", "mape", "smape", "mase")
+    names = metrics.METRICS
     heads = {"mape": "mape %", "smape": "smape %"}
     print(title, file=stream)
     print(f"  {'':<15}" + "".join(f"{heads.get(n, n):>10}" for n in names), file=stream)
@@ -884,11 +884,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         settings = _resolve(given)
 
     series = _load_series(_data_source(settings))
-    features = _feature_config(settings)
     if resumed is not None:
         pipeline = Pipeline.from_state(resumed.meta["pipeline"], resumed.arrays)
     else:
-        pipeline = Pipeline.fit(series, features)
+        pipeline = Pipeline.fit(series, _feature_config(settings))
     windows = pipeline.windows(series)
     season = _season(settings, series)
     _check_season(season, windows)
@@ -903,7 +902,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "match its stored settings"
         )
     out = args.out or _default_out(settings)
-    _check_out(out, resume=args.resume)
+    if resumed is None:  # a resumed run's --out was checked before its checkpoint was read
+        _check_out(out, resume=False)
 
     # Every input is checked: from here on the run writes into `out`.
     created = not os.path.isdir(out)
@@ -933,6 +933,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     source = settings["dataset"] or settings["data"]
     counts = "/".join(str(len(windows[s].x)) for s in ("train", "val", "test"))
     prep = [n for n in ("log", "delta") if settings[n]] + list(settings["calendar"])
+    features = pipeline.config
     print(
         f"jlstm train: {source}, windows train/val/test {counts}, {features.steps} steps -> "
         f"{features.horizon}, preprocessing: {', '.join(prep) or 'none'} + {features.scaler} "
@@ -958,9 +959,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if created and not os.listdir(out):
             os.rmdir(out)
         raise
-    if resumed is not None and resumed.state.epoch == state.epoch:
-        # Nothing left to train (the run had finished): make sure the checkpoint says so.
-        on_epoch_end(state)
     results = _evaluate_splits(state.params, model_config, pipeline, series, windows, season)
     scores = {name: result[2] for name, result in results.items()}
     report = _metrics_report(
@@ -1033,14 +1031,12 @@ def _load_run(args: argparse.Namespace):
         ) from None
     if not isinstance(settings, dict):
         raise CheckpointError(f"{args.run!r}: the checkpoint lacks its data settings")
+    source = _data_source(settings)  # a new dict
     if args.data is not None or args.dataset is not None:
-        source = dict(_data_source(settings))
         source.update({"dataset": args.dataset, "data": args.data})
         if args.dataset is None:
             source["target"] = list(pipeline.target_names)
             source["covariates"] = list(pipeline.covariate_names)
-    else:
-        source = _data_source(settings)
     series = _load_series(source)
     pipeline.check_series(series)
     if (ckpt.model_config.input_size, ckpt.model_config.output_size) != (

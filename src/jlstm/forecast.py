@@ -16,17 +16,14 @@ This module runs it and maps the outputs back through the pipeline:
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from .data import DataError, Pipeline, Series, Windows, future_dates
 from .model import ModelConfig, apply
+from .train import _chunks
 from .types import ModelParams
 
 __all__ = ["direct", "one_step", "predict_windows", "recursive"]
-
-_CHUNK = 1024
-_apply = jax.jit(apply, static_argnames=("config",))
 
 
 def predict_windows(params: ModelParams, config: ModelConfig, x: np.ndarray) -> np.ndarray:
@@ -36,15 +33,7 @@ def predict_windows(params: ModelParams, config: ModelConfig, x: np.ndarray) -> 
     size reuses one compiled program.
     """
     x = np.asarray(x, np.float32)
-    n = len(x)
-    size = min(_CHUNK, max(n, 1))
-    out = []
-    for start in range(0, n, size):
-        chunk = x[start : start + size]
-        real = len(chunk)
-        if real < size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], size - real, axis=0)])
-        out.append(np.asarray(_apply(params, chunk, config))[:real])
+    out = [np.asarray(apply(params, x[idx], config))[:real] for idx, _, real in _chunks(len(x))]
     return np.concatenate(out) if out else np.zeros((0, config.output_size), np.float32)
 
 

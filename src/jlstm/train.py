@@ -58,7 +58,8 @@ __all__ = [
 LOSSES = ("mse", "mae", "huber")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
-_EVAL_CHUNK = 1024  # validation runs in fixed-size chunks: one compile for any split size
+# Validation and forecasts run in fixed-size chunks: one compile for any number of windows.
+_EVAL_CHUNK = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,28 +190,22 @@ def _pointwise_loss(name: str, err: Array) -> Array:
     return err * err
 
 
-def _batch_loss(
-    params,
-    config: ModelConfig,
-    loss: str,
-    x,
-    y,
-    w,
-    *,
-    training: bool,
-    key=None,
-    regularize: bool = False,
-):
-    """Weighted mean over the real rows (``w`` 1) of the per-window mean loss.
+def _row_losses(loss: str, pred: Array, y: Array) -> Array:
+    """``(B,)`` mean pointwise loss of each window."""
+    return jnp.mean(_pointwise_loss(loss, pred - y), axis=-1)
+
+
+def _batch_loss(params, config: ModelConfig, loss: str, x, y, w, *, key, regularize: bool):
+    """Training loss: weighted mean over the real rows (``w`` 1) of the per-window mean loss.
 
     With ``regularize``, the config's weight and activity regularizers are added
     (Keras' ``sum(model.losses)``).
     """
     if regularize:
-        pred, penalty = regularized_apply(params, x, config, training=training, key=key)
+        pred, penalty = regularized_apply(params, x, config, training=True, key=key)
     else:
-        pred, penalty = apply(params, x, config, training=training, key=key), 0.0
-    per_row = jnp.mean(_pointwise_loss(loss, pred - y), axis=-1)
+        pred, penalty = apply(params, x, config, training=True, key=key), 0.0
+    per_row = _row_losses(loss, pred, y)
     return jnp.sum(per_row * w) / jnp.maximum(jnp.sum(w), 1.0) + penalty
 
 
@@ -247,9 +242,7 @@ def make_train_step(
     constrain = has_constraints(config)
 
     def objective(params, x, y, w, key):
-        value = _batch_loss(
-            params, config, loss, x, y, w, training=True, key=key, regularize=regularize
-        )
+        value = _batch_loss(params, config, loss, x, y, w, key=key, regularize=regularize)
         if penalty is not None:
             value = value + penalty(params)
         return value
@@ -274,8 +267,7 @@ def make_eval_loss(config: ModelConfig, *, loss: str = "mse"):
 
     @jax.jit
     def evaluate(params, x, y, w):
-        pred = apply(params, x, config)
-        per_row = jnp.mean(_pointwise_loss(loss, pred - y), axis=-1)
+        per_row = _row_losses(loss, apply(params, x, config), y)
         return jnp.sum(per_row * w), jnp.sum(w)
 
     return evaluate
@@ -311,16 +303,12 @@ class FitState(NamedTuple):
         return self.best_params if self.best_epoch > 0 else self.train.params
 
 
-# One compiled program instead of dozens of small eager ones (orthogonal init's QR...).
-_init_params = jax.jit(init_params, static_argnames="config")
-
-
 def init_fit_state(
     config: ModelConfig, optimizer: optax.GradientTransformation, seed: int
 ) -> FitState:
     """The state before the first epoch: weights from ``jax.random.key(seed)``."""
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
-    params = _init_params(init_key, config)
+    params = init_params(init_key, config)
     train = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), dropout_key)
     return FitState(train, 0, params, math.inf, 0, 0, False, ())
 
@@ -379,11 +367,15 @@ def _batches(n: int, batch_size: int, order: np.ndarray):
         yield idx, w, real
 
 
+def _chunks(n: int):
+    """``_batches`` of rows ``0 .. n - 1`` in order, at most ``_EVAL_CHUNK`` rows each."""
+    return _batches(n, min(_EVAL_CHUNK, max(n, 1)), np.arange(n))
+
+
 def _evaluate(eval_fn, params, x: np.ndarray, y: np.ndarray) -> float:
     """Mean loss over every row of ``(x, y)`` in padded fixed-size chunks."""
-    chunk = min(_EVAL_CHUNK, len(x))
     total = count = 0.0
-    for idx, w, _ in _batches(len(x), chunk, np.arange(len(x))):
+    for idx, w, _ in _chunks(len(x)):
         s, c = eval_fn(params, x[idx], y[idx], w)
         total += float(s)
         count += float(c)

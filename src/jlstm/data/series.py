@@ -194,7 +194,8 @@ def future_dates(dates: np.ndarray | None, n: int) -> np.ndarray | None:
     if step is None:
         return None
     unit, count = step
-    last = _coarsest(dates)[-1]
+    # ``date_step`` works in the coarsest exact unit: the last date is exact in it too.
+    last = dates[-1].astype(f"datetime64[{unit}]")
     return last + np.arange(1, n + 1) * np.timedelta64(count, unit)
 
 
