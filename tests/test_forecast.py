@@ -72,6 +72,24 @@ def test_direct_head_and_recursion_in_blocks():
     )
 
 
+def test_recursive_past_irregular_dates_without_calendar_features():
+    regular = _series()
+    gaps = np.random.default_rng(1).integers(1, 5, len(regular)).astype("timedelta64[D]")
+    dates = np.datetime64("2000-01-01") + np.cumsum(gaps)
+    series = Series(regular.values, regular.covariates, dates, ("y",), (), "test")
+    pipeline = Pipeline.fit(series, FeatureConfig(steps=3, delta=True, val_size=8, test_size=8))
+    config, params = _constant_model(pipeline, [0.25])
+    step = 0.25 * pipeline.target_scaler.scale[0]
+    got = recursive(params, config, pipeline, series, 3)
+    np.testing.assert_allclose(got[:, 0], series.values[-1, 0] + step * np.arange(1, 4), rtol=1e-6)
+    # Calendar features still need the future dates, which irregular dates do not give.
+    cfg = FeatureConfig(steps=3, calendar=("weekday",), val_size=8, test_size=8)
+    pipeline = Pipeline.fit(series, cfg)
+    config, params = _constant_model(pipeline, [0.0])
+    with pytest.raises(DataError, match="irregular"):
+        recursive(params, config, pipeline, series, 3)
+
+
 def test_forecast_limits():
     series = _series(covariates=True)
     pipeline = Pipeline.fit(series, FeatureConfig(steps=3, val_size=8, test_size=8))

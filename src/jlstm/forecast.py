@@ -128,7 +128,7 @@ def recursive(
     calls = -(-n // cfg.horizon)
     total = calls * cfg.horizon
     dates = None
-    if series.dates is not None:
+    if cfg.calendar:  # only calendar features read the dates (check_series: they exist)
         dates = np.concatenate(
             [series.dates[start : origin + 1], _dates_after(series, origin, total)]
         )
