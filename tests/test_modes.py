@@ -27,6 +27,8 @@ from jlstm import modes
 from jlstm.kernels import cudnn, fused, fused_vjp
 from jlstm.types import CellParams, LSTMState
 
+from . import reference as ref
+
 CPU_MODES = modes.list_modes("cpu")
 NO_FORWARD_AD = {"fused_vjp", "multicore", "cudnn"}
 
@@ -34,35 +36,26 @@ NO_FORWARD_AD = {"fused_vjp", "multicore", "cudnn"}
 # ----------------------------------------------------------------------------- reference
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def np_lstm(W, U, b, xs, h0, c0, mask=None, zero_output=False, in_mask=None, rec_mask=None):
-    """Keras' LSTM over time-major ``xs`` ``(T, B, D)`` in float64 NumPy.
+    """Keras' LSTM over time-major ``xs`` ``(T, B, D)``: ``tests/reference.py`` in float64.
 
     Returns ``(ys (T, B, H), h_T, c_T)``. A masked step keeps ``h`` and ``c`` and emits
     the previous ``h`` (zeros with ``zero_output``); dropout masks multiply ``x`` and
-    ``h_{t-1}`` before the products.
+    ``h_{t-1}`` before the products (one mask for all four gates).
     """
-    units = U.shape[0]
-    h, c, ys = h0, c0, []
-    for t in range(xs.shape[0]):
-        x = xs[t] if in_mask is None else xs[t] * in_mask
-        h_in = h if rec_mask is None else h * rec_mask
-        z = x @ W + h_in @ U + b
-        i, f = _sigmoid(z[:, :units]), _sigmoid(z[:, units : 2 * units])
-        g, o = np.tanh(z[:, 2 * units : 3 * units]), _sigmoid(z[:, 3 * units :])
-        c_new = f * c + i * g
-        h_new = o * np.tanh(c_new)
-        if mask is None:
-            h, c, y = h_new, c_new, h_new
-        else:
-            keep = mask[t][:, None]
-            y = np.where(keep, h_new, 0.0 if zero_output else h)
-            h, c = np.where(keep, h_new, h), np.where(keep, c_new, c)
-        ys.append(y)
-    return np.stack(ys), h, c
+    ys, h, c = ref.lstm_layer(
+        W,
+        U,
+        b,
+        np.swapaxes(xs, 0, 1),
+        h0,
+        c0,
+        mask=None if mask is None else np.swapaxes(mask, 0, 1),
+        zero_output_for_mask=zero_output,
+        xm=None if in_mask is None else (in_mask,) * 4,
+        hm=None if rec_mask is None else (rec_mask,) * 4,
+    )
+    return np.swapaxes(ys, 0, 1), h, c
 
 
 def _loss_weights(rng, steps, batch, units):
