@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-_erf = np.vectorize(math.erf)
+_erfc = np.vectorize(math.erfc)
 
 ACTIVATIONS = {
     "tanh": np.tanh,
@@ -26,7 +26,8 @@ ACTIVATIONS = {
     "softplus": lambda x: np.logaddexp(0.0, x),
     "silu": lambda x: x / (1.0 + np.exp(-x)),
     "swish": lambda x: x / (1.0 + np.exp(-x)),
-    "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
+    # erfc, not 1 + erf: the latter cancels for x << 0 and is wrong even in float64.
+    "gelu": lambda x: 0.5 * x * _erfc(-x / math.sqrt(2.0)),
     "gelu_tanh": lambda x: (
         0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
     ),
@@ -88,3 +89,179 @@ def lstm_layer(
             h, c = np.where(m, h_new, h), np.where(m, c_new, c)
         outs.append(out)
     return np.stack(outs, axis=1), h, c
+
+
+# -- error bounds: tolerances derived from the computation -------------------------------------
+#
+# A float computation of the cell differs from the exact one by rounding only. A first-order
+# bound per element, from the standard model fl(a op b) = (a op b)(1 + d), |d| <= u (unit
+# roundoff, u = eps / 2: 5.96e-8 for float32, 1.11e-16 for float64):
+#
+# * a dot product of n terms: |err| <= gamma_n * sum |terms|, gamma_n = n u / (1 - n u), in any
+#   summation order (pairwise, blocked, FMA); z = x W + h R + b has n = D + H + 1 terms, plus one
+#   rounding per masked operand, plus the error already in h, propagated through |R|;
+# * an activation a: the exact image of the error interval, max |a(z +- dz) - a(z)| (this is
+#   |a'(z)| dz to first order, so exp(exp(z)) gets its condition number z exp(z) for free), plus
+#   the library's own error, ``ACT_ULPS`` ulps of the result (XLA's and libm's exp, tanh, log1p,
+#   erf are within a few ulps);
+# * c' = f c + i g and h' = o a(c'): the product rule, plus one rounding per product and sum.
+#
+# Second-order terms are dropped; ``SAFETY`` covers them (they are O(u^2)) and nothing else.
+
+ACT_ULPS = 4
+SAFETY = 2.0
+
+
+def unit_roundoff(dtype) -> float:
+    """``u = eps / 2`` of a float dtype: 5.96e-8 for float32, 1.11e-16 for float64."""
+    return float(np.finfo(dtype).eps) / 2.0
+
+
+def _gamma(n: int, u: float) -> float:
+    return n * u / (1.0 - n * u)
+
+
+# Activations whose usual formula loses more than a few ulps of the result: the extra absolute
+# error per unit roundoff. gelu_tanh is x (1 + tanh(.)) / 2: for x << 0, tanh's ulps of ~1 are
+# not small next to 1 + tanh, so the error is ~ulps * |x| / 2, not ulps * |gelu_tanh(x)|.
+_FORMULA_ERROR = {"gelu_tanh": lambda z: 0.5 * np.abs(z)}
+
+
+def _image_error(name, z, dz, u):
+    """``fn(z)`` and its error: the worst change over ``[z - dz, z + dz]`` plus the
+    implementation's own, ``ACT_ULPS`` ulps of the result (and ``_FORMULA_ERROR``)."""
+    fn = ACTIVATIONS[name]
+    y = fn(z)
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = np.maximum(np.abs(fn(z + dz) - y), np.abs(fn(z - dz) - y))
+    own = np.abs(y) + _FORMULA_ERROR.get(name, lambda z: 0.0)(z)
+    return y, spread + ACT_ULPS * u * own
+
+
+def cell_step_bound(
+    kernel,
+    recurrent,
+    bias,
+    h,
+    c,
+    x,
+    act="tanh",
+    ract="sigmoid",
+    xm=None,
+    hm=None,
+    *,
+    dtype=np.float32,
+    dh=0.0,
+    dc=0.0,
+):
+    """``cell_step`` in float64 plus a bound on how far a ``dtype`` computation may be from it.
+
+    Args:
+        kernel, recurrent, bias, h, c, x, act, ract, xm, hm: as ``cell_step`` (exact values: the
+            inputs the implementation under test sees, rounded to ``dtype`` already).
+        dtype: the precision of the implementation under test.
+        dh, dc: bounds on the error already in ``h`` and ``c`` (from earlier steps).
+
+    Returns:
+        ``(h, c, bound_h, bound_c)``: the float64 step and elementwise bounds on
+        ``|dtype result - float64 result|``. The bound is linear in ``u``, so the float64
+        reference's own rounding is covered by using ``u(dtype) + u(float64)``.
+    """
+    u = unit_roundoff(dtype) + unit_roundoff(np.float64)
+    kernel, recurrent = np.asarray(kernel, np.float64), np.asarray(recurrent, np.float64)
+    h, c, x = (np.asarray(a, np.float64) for a in (h, c, x))
+    dh = np.broadcast_to(np.asarray(dh, np.float64), h.shape)
+    dc = np.broadcast_to(np.asarray(dc, np.float64), c.shape)
+    units = recurrent.shape[0]
+    # A mask costs two roundings: its own value rounded to dtype, and the product.
+    n = kernel.shape[0] + units + 1 + 2 * (xm is not None or hm is not None)
+    gates, errors = [], []
+    for k in range(4):
+        cols = slice(k * units, (k + 1) * units)
+        xk = x if xm is None else x * xm[k]
+        hk = h if hm is None else h * hm[k]
+        dhk = dh if hm is None else dh * np.abs(hm[k])
+        zk = xk @ kernel[:, cols] + hk @ recurrent[:, cols]
+        size = np.abs(xk) @ np.abs(kernel[:, cols]) + np.abs(hk) @ np.abs(recurrent[:, cols])
+        if bias is not None:
+            zk = zk + np.asarray(bias, np.float64)[cols]
+            size = size + np.abs(np.asarray(bias, np.float64)[cols])
+        dz = _gamma(n, u) * size + dhk @ np.abs(recurrent[:, cols])
+        y, dy = _image_error(ract if k != 2 else act, zk, dz, u)
+        gates.append(y)
+        errors.append(dy)
+    (i, f, g, o), (di, df, dg, do) = gates, errors
+    c_new = f * c + i * g
+    dc_new = (
+        df * np.abs(c)
+        + np.abs(f) * dc
+        + di * np.abs(g)
+        + np.abs(i) * dg
+        + 2 * u * (np.abs(f * c) + np.abs(i * g))
+    )
+    ac, dac = _image_error(act, c_new, dc_new, u)
+    h_new = o * ac
+    dh_new = do * np.abs(ac) + np.abs(o) * dac + u * np.abs(h_new)
+    return h_new, c_new, SAFETY * dh_new, SAFETY * dc_new
+
+
+def lstm_layer_bound(
+    kernel,
+    recurrent,
+    bias,
+    x,
+    h0=None,
+    c0=None,
+    mask=None,
+    go_backwards=False,
+    act="tanh",
+    ract="sigmoid",
+    zero_output_for_mask=False,
+    xm=None,
+    hm=None,
+    *,
+    dtype=np.float32,
+):
+    """Elementwise error bounds ``(outputs (B, T, H), h, c)`` for a ``dtype`` run of
+    ``lstm_layer`` with the same arguments (errors carried from step to step)."""
+    x = np.asarray(x, np.float64)
+    batch, steps, _ = x.shape
+    units = np.asarray(recurrent).shape[0]
+    h = np.zeros((batch, units)) if h0 is None else np.asarray(h0, np.float64)
+    c = np.zeros((batch, units)) if c0 is None else np.asarray(c0, np.float64)
+    dh, dc = np.zeros_like(h), np.zeros_like(c)
+    order = range(steps - 1, -1, -1) if go_backwards else range(steps)
+    outs = []
+    for t in order:
+        h_new, c_new, dh_new, dc_new = cell_step_bound(
+            kernel, recurrent, bias, h, c, x[:, t], act, ract, xm, hm, dtype=dtype, dh=dh, dc=dc
+        )
+        if mask is None:
+            h, c, dh, dc, dout = h_new, c_new, dh_new, dc_new, dh_new
+        else:
+            m = np.asarray(mask, bool)[:, t][:, None]
+            dout = np.where(m, dh_new, 0.0 if zero_output_for_mask else dh)
+            h, c = np.where(m, h_new, h), np.where(m, c_new, c)
+            dh, dc = np.where(m, dh_new, dh), np.where(m, dc_new, dc)
+        outs.append(dout)
+    return np.stack(outs, axis=1), dh, dc
+
+
+def assert_within(got, want, bound, *, err_msg=""):
+    """Assert ``|got - want| <= bound`` elementwise (NaN only where both are NaN).
+
+    The bound gets float32's smallest subnormal added, so a flush-to-zero of a tiny value is
+    not a failure. Returns the worst ``error / bound`` ratio (below 1).
+    """
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    bound = np.asarray(bound, np.float64) + np.finfo(np.float32).smallest_subnormal
+    err = np.abs(got - want)
+    ok = err <= bound
+    if not np.all(ok | (np.isnan(got) & np.isnan(want))):
+        worst = np.unravel_index(np.argmax(np.where(ok, 0, err / bound)), err.shape)
+        raise AssertionError(
+            f"{err_msg}: {int((~ok).sum())} of {ok.size} elements exceed the derived bound; "
+            f"worst at {worst}: got {got[worst]!r}, want {want[worst]!r}, error "
+            f"{err[worst]:.3g} > bound {bound[worst]:.3g} ({err[worst] / bound[worst]:.2f}x)"
+        )
+    return float(np.max(err / bound))
