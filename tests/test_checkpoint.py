@@ -116,6 +116,150 @@ def test_crash_between_the_two_renames_finds_the_old_checkpoint(tmp_path, traine
     assert load_checkpoint(path).state.epoch == trained.epoch
 
 
+def test_recover_is_the_one_recovery_path(tmp_path, trained):
+    """The crash window: old checkpoint aside, a partial new one beside it, none at `path`."""
+    path = tmp_path / "checkpoint"
+    assert ckpt_mod.recover(path) is False  # nothing there, nothing to recover
+    _save(path, trained)
+    assert ckpt_mod.recover(path) is True  # a whole checkpoint: nothing to do
+    os.replace(path, tmp_path / ".checkpoint.old-k2j4")
+    partial = tmp_path / ".checkpoint.tmp-9x7q"
+    partial.mkdir()
+    (partial / "arrays.npz").write_bytes(b"PK\x03\x04 half a zip")
+    assert not os.path.exists(path)
+    assert ckpt_mod.recover(path) is True
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]  # leftovers removed
+    assert load_checkpoint(path).state.epoch == trained.epoch
+
+
+def test_recover_never_restores_or_deletes_an_incomplete_copy(tmp_path, trained):
+    path = tmp_path / "checkpoint"
+    _save(path, trained)
+    aside = tmp_path / ".checkpoint.old-k2j4"
+    os.replace(path, aside)
+    (aside / "arrays.npz").write_bytes(b"truncated")  # checksum no longer matches
+    assert ckpt_mod.recover(path) is False
+    assert not os.path.exists(path) and aside.is_dir()  # kept for a human to inspect
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(path)
+
+
+def test_symlinked_checkpoint_directory_is_refused_before_any_write(tmp_path, trained):
+    real = tmp_path / "elsewhere"
+    _save(real, trained)
+    before = {p: (real / p).read_bytes() for p in os.listdir(real)}
+    link = tmp_path / "run" / "checkpoint"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    for call in (lambda: ckpt_mod.recover(link), lambda: _save(link, trained._replace(epoch=9))):
+        with pytest.raises(CheckpointError, match=r"is a symbolic link.*remove the link"):
+            call()
+    assert link.is_symlink() and {p: (real / p).read_bytes() for p in os.listdir(real)} == before
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "run"]
+    assert os.listdir(link.parent) == ["checkpoint"]
+    # Reading through a link is harmless and allowed (never repaired, never written).
+    assert load_checkpoint(link).state.epoch == trained.epoch
+
+
+def _edit(path, edit, *, blob=None):
+    """Rewrite config.json with ``edit(config)`` applied (and the checksum of ``blob``)."""
+    config = json.loads((path / "config.json").read_text())
+    edit(config)
+    if blob is not None:
+        (path / "arrays.npz").write_bytes(blob)
+        config["sha256"] = hashlib.sha256(blob).hexdigest()
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def _set(field, value):
+    def edit(config):
+        *parents, last = field.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        if value is KeyError:
+            del node[last]
+        else:
+            node[last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("model", "LSTM", "'config.model' is 'LSTM'"),
+        ("model.layer_sizes", "eight", "'config.model' is invalid"),
+        ("model.input_size", KeyError, r"'params.layers\[0\].kernel' is float32"),
+        ("train.epochs", "6", "'config.train' is invalid"),
+        ("state", KeyError, "'config.state' is missing"),
+        ("state.epoch", "3", "'config.state.epoch' is '3'"),
+        ("state.epoch", -1, "'config.state.epoch' is -1"),
+        ("state.best_loss", "low", "'config.state.best_loss'"),
+        ("state.stopped", 1, "'config.state.stopped' is 1"),
+        ("state.history", [[0.1]], r"'config.state.history\[0\]'"),
+        ("state.key_impl", 7, "'config.state.key_impl'"),
+        ("state.key_impl", "no_such_prng", "'config.state.key_impl'"),
+        ("meta", ["x"], "'config.meta'"),
+        ("arrays", KeyError, "'config.arrays' is missing"),
+        ("arrays.train/step", "int", r"config.arrays\['train/step'\]"),
+        ("arrays.train/step.dtype", "float99", r"config.arrays\['train/step'\].dtype"),
+        ("arrays.train/step.dtype", 4, r"config.arrays\['train/step'\].dtype"),
+        ("arrays.train/step.dtype", "float32", "'train/step' is int32"),
+        ("arrays.train/step.shape", "()", r"config.arrays\['train/step'\].shape"),
+        ("arrays.train/step.shape", [2], "'train/step' is int32"),
+    ],
+)
+def test_hand_edited_configs_fail_naming_the_field(tmp_path, trained, field, value, message):
+    path = tmp_path / "ckpt"
+    _save(path, trained)
+
+    def edit(config):
+        if field.startswith("arrays.train/step"):  # the dotted name has a slash, not a dot
+            entry = config["arrays"]
+            rest = field[len("arrays.") :].split(".")
+            if len(rest) == 1:
+                entry[rest[0]] = value
+            else:
+                entry[rest[0]][rest[1]] = value
+        else:
+            _set(field, value)(config)
+
+    _edit(path, edit)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_hand_crafted_arrays_with_a_recomputed_checksum_fail_clearly(tmp_path, trained):
+    path = tmp_path / "ckpt"
+    _save(path, trained)
+    with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["train/step"] = np.zeros((2,), np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    _edit(path, lambda c: None, blob=buffer.getvalue())
+    with pytest.raises(CheckpointError, match="'train/step' is float32\\[2\\]"):
+        load_checkpoint(path)
+
+
+def test_require_checks_caller_meta_fields(tmp_path, trained):
+    path = tmp_path / "ckpt"
+    _save(path, trained, meta={"pipeline": {"features": {"steps": 4}}, "season": "12"})
+    meta = load_checkpoint(path).meta
+    assert ckpt_mod.require(meta, "pipeline.features", dict) == {"steps": 4}
+    assert ckpt_mod.require(meta, "pipeline.features.steps", int) == 4
+    with pytest.raises(CheckpointError, match=r"'meta\.season' is '12', expected an integer"):
+        ckpt_mod.require(meta, "season", int)
+    with pytest.raises(CheckpointError, match=r"'meta\.pipeline\.scaler' is missing"):
+        ckpt_mod.require(meta, "pipeline.scaler", dict)
+    with pytest.raises(CheckpointError, match=r"'meta\.pipeline\.features\.steps' is an integer, "):
+        ckpt_mod.require(meta, "pipeline.features.steps.x", int)
+    with pytest.raises(CheckpointError, match="expected a number or null"):
+        ckpt_mod.require({"loss": float("nan")}, "loss", (float, type(None)))
+    assert issubclass(CheckpointError, ValueError)
+
+
 def test_corrupt_and_missing_checkpoints_are_refused_clearly(tmp_path, trained):
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "nothing")

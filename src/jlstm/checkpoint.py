@@ -11,22 +11,27 @@ Layout of a checkpoint directory::
 No pickle anywhere: arrays are loaded with ``allow_pickle=False`` into a
 template built from the stored config, so a file whose names, shapes or dtypes
 disagree with its config is refused with a ``CheckpointError`` naming the
-difference. A checkpoint is written into a temporary sibling directory and
-moved into place with ``os.replace``: a crash at any moment leaves either the
-old checkpoint or the new one, never a mix (if it strikes between moving the
-old one aside and the new one in, ``load_checkpoint`` finds the old one).
+difference. Every field of ``config.json`` is checked on load, so a hand-edited
+file (even one with a recomputed checksum) fails with a ``CheckpointError`` that
+names the field, never a ``TypeError`` or ``KeyError``; ``require`` does the same
+for the caller's own ``meta`` fields.
+
+A checkpoint is written into a temporary sibling directory and swapped in
+(``fileio.write_dir_atomic``): a crash at any moment leaves either the old
+checkpoint or the new one, never a mix. If it strikes between moving the old
+one aside and the new one in, ``recover`` (which ``load_checkpoint`` calls)
+moves the old one back: the one recovery path, for resuming and evaluating
+alike. A checkpoint path that is a symbolic link is refused for writing and
+recovery (jlstm never writes through a link).
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import json
 import math
 import os
-import shutil
-import tempfile
 import zipfile
 from typing import Any, NamedTuple
 
@@ -35,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import fileio
 from .model import ModelConfig, init_params
 from .train import FitState, TrainConfig, TrainState, make_optimizer
 
@@ -42,7 +48,10 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "arrays_to_tree",
+    "is_complete",
     "load_checkpoint",
+    "recover",
+    "require",
     "save_checkpoint",
     "tree_to_arrays",
 ]
@@ -88,10 +97,9 @@ def _encode(array) -> tuple[np.ndarray, str]:
     return array, name
 
 
-def _decode(array: np.ndarray, dtype: str) -> np.ndarray:
-    if str(array.dtype) == dtype:
-        return array
-    return array.view(jnp.dtype(dtype))
+def _stored_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype ``_encode`` stores an array of ``dtype`` as."""
+    return dtype if dtype.kind in "biuf" else np.dtype(f"uint{8 * dtype.itemsize}")
 
 
 def tree_to_arrays(prefix: str, tree) -> dict[str, np.ndarray]:
@@ -127,57 +135,59 @@ def arrays_to_tree(prefix: str, arrays: dict[str, np.ndarray], template):
 # -- the directory on disk -------------------------------------------------------------------
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_dir_atomic(path: str, write) -> None:
-    """Fill a temporary sibling of ``path`` with ``write(tmpdir)``, then move it to ``path``."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    base = os.path.basename(os.path.abspath(path))
-    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
-    old = None
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
-        write(tmp)
-        _fsync_dir(tmp)
-        if os.path.exists(path):
-            # os.replace cannot move a directory onto a non-empty one: move the old one aside.
-            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not os.path.exists(path):
-            os.replace(old, path)
-            old = None
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
+    # ``path`` is inside a fresh private directory from ``mkdtemp``: no link can be there.
+    with open(path, "xb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _refuse_link(path: str) -> None:
+    if os.path.islink(path):
+        raise CheckpointError(
+            f"the checkpoint directory {path!r} is a symbolic link (to "
+            f"{os.readlink(path)!r}); jlstm replaces checkpoints by renaming, which would "
+            "replace the link, not what it points to: move the real directory to that path "
+            "(or point --out at the real run directory) and remove the link"
+        )
+
+
+def _verified_blob(path: str) -> bytes | None:
+    """``arrays.npz``'s bytes if ``config.json`` names their SHA-256, else ``None``."""
+    try:
+        with open(os.path.join(path, CONFIG_FILE), encoding="utf-8") as f:
+            digest = json.load(f).get("sha256")
+        with open(os.path.join(path, ARRAYS_FILE), "rb") as f:
+            blob = f.read()
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return blob if hashlib.sha256(blob).hexdigest() == digest else None
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a whole checkpoint: ``config.json`` (JSON) and ``arrays.npz``
+    whose SHA-256 matches the one ``config.json`` records. Reads, never writes."""
+    return _verified_blob(os.fspath(path)) is not None
+
+
+def recover(path: str | os.PathLike) -> bool:
+    """Finish a checkpoint write that a crash interrupted; the one recovery path.
+
+    ``save_checkpoint`` moves the old checkpoint to ``.NAME.old-*`` and then the new one
+    from ``.NAME.tmp-*`` to ``path``. If ``path`` is missing, the newest complete aside copy
+    is moved back (``is_complete``); leftovers are removed once ``path`` is complete. Call it
+    before resuming or evaluating a run; ``load_checkpoint`` calls it too.
+
+    Returns:
+        True iff a complete checkpoint is at ``path`` afterwards.
+
+    Raises:
+        CheckpointError: ``path`` is a symbolic link (named, with the fix).
+    """
+    path = os.path.abspath(os.fspath(path))
+    _refuse_link(path)
+    return fileio.recover_dir(path, complete=is_complete)
 
 
 def save_checkpoint(
@@ -197,8 +207,13 @@ def save_checkpoint(
         state: the ``FitState`` to store.
         extra_meta: JSON-able caller metadata (e.g. the data source and features).
         extra_arrays: caller arrays, ``name -> ndarray`` (e.g. fitted scalers).
+
+    Raises:
+        CheckpointError: ``path`` is a symbolic link.
+        OSError: the write failed; the previous checkpoint, if any, is untouched.
     """
-    path = os.fspath(path)
+    path = os.path.abspath(os.fspath(path))
+    _refuse_link(path)
     train = state.train
     arrays = {
         **tree_to_arrays("params", train.params),
@@ -236,32 +251,147 @@ def save_checkpoint(
     }
     text = json.dumps(config, indent=1, allow_nan=False)
 
-    def write(tmp: str) -> None:
+    def fill(tmp: str) -> None:
         _write_file(os.path.join(tmp, ARRAYS_FILE), blob)
         _write_file(os.path.join(tmp, CONFIG_FILE), text.encode("utf-8"))
 
-    _write_dir_atomic(path, write)
+    fileio.write_dir_atomic(path, fill)
 
 
-def _locate(path: str) -> str:
-    if os.path.isdir(path):
-        return path
-    # A crash between moving the old checkpoint aside and the new one in.
-    parent = os.path.dirname(os.path.abspath(path))
-    aside = sorted(
-        glob.glob(os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.old-*")),
-        key=os.path.getmtime,
-    )
-    aside = [p for p in aside if os.path.isfile(os.path.join(p, CONFIG_FILE))]
-    if aside:
-        return aside[-1]
-    raise CheckpointError(f"no checkpoint at {path!r} (expected a directory with {CONFIG_FILE})")
+# -- validation of what was read ---------------------------------------------------------------
+
+_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "true or false"}
+
+
+def _type_name(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    names = []
+    for t in types:
+        if t is int:
+            names.append("an integer")
+        elif t is float:
+            names.append("a number")
+        elif t is type(None):
+            names.append("null")
+        else:
+            names.append(_NAMES.get(t, t.__name__))
+    return " or ".join(names)
+
+
+def _is(value, types) -> bool:
+    types = types if isinstance(types, tuple) else (types,)
+    for t in types:
+        if t is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+        elif t is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, t)
+        if ok:
+            return True
+    return False
+
+
+def require(tree: dict[str, Any], field: str, types, *, where: str = "meta"):
+    """The value at dotted ``field`` of a loaded checkpoint's JSON, checked to be ``types``.
+
+    For the caller's metadata: ``require(ckpt.meta, "pipeline.features", dict)``. ``int``
+    means an integer (not a bool), ``float`` a finite number (integers included).
+
+    Raises:
+        CheckpointError: naming ``where.field``, if a part is missing or has another type.
+
+    Example::
+
+        season = require(ckpt.meta, "season", int)
+    """
+    value: Any = tree
+    done = where
+    for part in field.split("."):
+        if not isinstance(value, dict):
+            raise CheckpointError(
+                f"checkpoint field {done!r} is {_type_name(type(value))}, expected an object "
+                f"holding {part!r}; the checkpoint was edited or written by another program"
+            )
+        done = f"{done}.{part}"
+        if part not in value:
+            raise CheckpointError(
+                f"checkpoint field {done!r} is missing; the checkpoint was edited or written "
+                "by another program"
+            )
+        value = value[part]
+    if not _is(value, types):
+        raise CheckpointError(
+            f"checkpoint field {done!r} is {value!r}, expected {_type_name(types)}; the "
+            "checkpoint was edited or written by another program"
+        )
+    return value
+
+
+def _count(tree, field: str, where: str = "config") -> int:
+    value = require(tree, field, int, where=where)
+    if value < 0:
+        raise CheckpointError(f"checkpoint field '{where}.{field}' is {value}, expected >= 0")
+    return value
+
+
+def _check_config(config: dict[str, Any]) -> None:
+    """Every field of ``config.json`` that jlstm reads, type-checked (names the field)."""
+    for name in ("model", "train", "state", "meta", "arrays"):
+        require(config, name, dict, where="config")
+    require(config, "sha256", str, where="config")
+    for name in ("epoch", "best_epoch", "bad_epochs"):
+        _count(config, f"state.{name}")
+    require(config, "state.best_loss", (float, type(None)), where="config")
+    require(config, "state.stopped", bool, where="config")
+    require(config, "state.key_impl", str, where="config")
+    history = require(config, "state.history", list, where="config")
+    for i, row in enumerate(history):
+        if not isinstance(row, dict) or not all(
+            isinstance(k, str) and _is(v, (float, type(None))) for k, v in row.items()
+        ):
+            raise CheckpointError(
+                f"checkpoint field 'config.state.history[{i}]' is {row!r}, expected an object "
+                "of numbers"
+            )
+    for name, entry in config["arrays"].items():
+        field = f"config.arrays[{name!r}]"
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"checkpoint field {field} is {entry!r}, expected an object")
+        shape, dtype = entry.get("shape"), entry.get("dtype")
+        if not isinstance(shape, list) or not all(_is(d, int) and d >= 0 for d in shape):
+            raise CheckpointError(
+                f"checkpoint field {field}.shape is {shape!r}, expected a list of sizes"
+            )
+        try:
+            if not isinstance(dtype, str):
+                raise TypeError
+            np.dtype(jnp.dtype(dtype))
+        except (TypeError, ValueError):
+            raise CheckpointError(
+                f"checkpoint field {field}.dtype is {dtype!r}, expected a dtype name such as "
+                "'float32'"
+            ) from None
+
+
+def _configs(config: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
+    out = []
+    for field, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        try:
+            out.append(cls.from_dict(config[field]))
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as err:
+            raise CheckpointError(f"checkpoint field 'config.{field}' is invalid: {err}") from None
+    return out[0], out[1]
 
 
 def load_checkpoint(
     path: str | os.PathLike, *, optimizer: optax.GradientTransformation | None = None
 ) -> Checkpoint:
     """Load and verify a checkpoint directory written by ``save_checkpoint``.
+
+    Calls ``recover`` first (a crash in the middle of a save is finished here), unless
+    ``path`` is a symbolic link: a linked checkpoint can be read but is never repaired.
 
     Args:
         path: the checkpoint directory.
@@ -270,9 +400,16 @@ def load_checkpoint(
 
     Raises:
         CheckpointError: missing or corrupt files, a checksum mismatch, an unknown
-            format, or arrays that do not match the stored config.
+            format, a field of the wrong type (named), or arrays that do not match the
+            stored config.
     """
-    path = _locate(os.fspath(path))
+    path = os.fspath(path)
+    if not os.path.islink(path):
+        recover(path)
+    if not os.path.isdir(path):
+        raise CheckpointError(
+            f"no checkpoint at {path!r} (expected a directory with {CONFIG_FILE})"
+        )
     config_path = os.path.join(path, CONFIG_FILE)
     arrays_path = os.path.join(path, ARRAYS_FILE)
     try:
@@ -280,11 +417,11 @@ def load_checkpoint(
             config = json.load(f)
     except FileNotFoundError:
         raise CheckpointError(f"{path!r} is not a checkpoint: it has no {CONFIG_FILE}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise CheckpointError(f"{config_path!r} is corrupt (not valid JSON: {err})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{config_path!r} is not a jlstm checkpoint config")
-    if config.get("version") != VERSION:
+    if config.get("version") != VERSION or isinstance(config.get("version"), bool):
         raise CheckpointError(
             f"{path!r} has checkpoint format version {config.get('version')!r}; this jlstm "
             f"reads version {VERSION}"
@@ -300,19 +437,25 @@ def load_checkpoint(
         raise CheckpointError(
             f"{arrays_path!r} is corrupt: its checksum does not match {CONFIG_FILE}"
         )
+    _check_config(config)
+    model_config, train_config = _configs(config)
+    saved, manifest = config["state"], config["arrays"]
     try:
-        model_config = ModelConfig.from_dict(config["model"])
-        train_config = TrainConfig.from_dict(config["train"])
-        saved = config["state"]
-        manifest = config["arrays"]
-
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             stored = {name: npz[name] for name in npz.files}
     except (KeyError, TypeError, ValueError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(f"{path!r} is corrupt or from another version: {err}") from None
     if set(stored) != set(manifest):
         raise CheckpointError(f"{path!r}: the arrays in {ARRAYS_FILE} do not match the manifest")
-    arrays = {name: _decode(stored[name], manifest[name]["dtype"]) for name in stored}
+    arrays = {}
+    for name, array in stored.items():
+        want = np.dtype(jnp.dtype(manifest[name]["dtype"]))
+        if array.dtype != _stored_dtype(want) or list(array.shape) != manifest[name]["shape"]:
+            raise CheckpointError(
+                f"checkpoint array {name!r} is {array.dtype}{list(array.shape)} in "
+                f"{ARRAYS_FILE} but the manifest says {want}{manifest[name]['shape']}"
+            )
+        arrays[name] = array if array.dtype == want else array.view(want)
 
     if optimizer is None:
         optimizer = make_optimizer(train_config, 1)
@@ -321,21 +464,29 @@ def load_checkpoint(
     params = arrays_to_tree("params", arrays, params_template)
     best = arrays_to_tree("best_params", arrays, params_template)
     opt_state = arrays_to_tree("opt_state", arrays, opt_template)
+    for name in ("train/key", "train/step"):
+        if name not in arrays:
+            raise CheckpointError(f"the checkpoint has no array {name!r}")
+    if arrays["train/step"].shape != () or arrays["train/step"].dtype.kind not in "iu":
+        raise CheckpointError("checkpoint array 'train/step' must be an integer scalar")
     try:
         key = jax.random.wrap_key_data(arrays["train/key"], impl=saved["key_impl"])
-        step = jnp.asarray(arrays["train/step"], jnp.int32)
-        best_loss = saved["best_loss"]
-        state = FitState(
-            TrainState(params, opt_state, step, key),
-            int(saved["epoch"]),
-            best,
-            math.inf if best_loss is None else float(best_loss),
-            int(saved["best_epoch"]),
-            int(saved["bad_epochs"]),
-            bool(saved["stopped"]),
-            tuple(saved["history"]),
-        )
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path!r} has an invalid training state: {err}") from None
+        raise CheckpointError(
+            f"checkpoint field 'config.state.key_impl' ({saved['key_impl']!r}) or array "
+            f"'train/key' is invalid: {err}"
+        ) from None
+    step = jnp.asarray(arrays["train/step"], jnp.int32)
+    best_loss = saved["best_loss"]
+    state = FitState(
+        TrainState(params, opt_state, step, key),
+        saved["epoch"],
+        best,
+        math.inf if best_loss is None else float(best_loss),
+        saved["best_epoch"],
+        saved["bad_epochs"],
+        saved["stopped"],
+        tuple(saved["history"]),
+    )
     extra = {k[len("extra/") :]: v for k, v in arrays.items() if k.startswith("extra/")}
-    return Checkpoint(model_config, train_config, state, config.get("meta", {}), extra)
+    return Checkpoint(model_config, train_config, state, config["meta"], extra)

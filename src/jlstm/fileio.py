@@ -122,7 +122,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def _aside(path: str, kind: str) -> list[str]:
     parent, base = os.path.split(os.path.abspath(path))
-    return sorted(glob.glob(os.path.join(parent, f".{base}.{kind}-*")), key=os.path.getmtime)
+    pattern = os.path.join(glob.escape(parent), f".{glob.escape(base)}.{kind}-*")
+    return sorted(glob.glob(pattern), key=lambda p: os.lstat(p).st_mtime)
 
 
 def recover_dir(path: str | os.PathLike, *, complete: Callable[[str], bool]) -> bool:
@@ -130,24 +131,32 @@ def recover_dir(path: str | os.PathLike, *, complete: Callable[[str], bool]) -> 
 
     :func:`write_dir_atomic` moves the old ``path`` to ``.NAME.old-*`` and then the new
     ``.NAME.tmp-*`` to ``path``. After a crash between the two, ``path`` is missing: the newest
-    aside copy for which ``complete(dir)`` holds is moved back. Leftover temporary and aside
-    directories are removed once ``path`` exists.
+    aside copy for which ``complete(dir)`` holds is moved back (the swap is rolled back: the
+    new copy was never committed). Leftover temporary and aside directories are removed once
+    ``path`` is complete, never before, so nothing that could still be recovered is deleted.
 
     Returns:
-        True if ``path`` is a directory afterwards.
+        True if ``path`` is a directory for which ``complete`` holds afterwards.
+
+    Raises:
+        OSError: ``path`` is a symbolic link (recovery would write beside the link, not in
+            the directory it points to).
     """
     path = os.path.abspath(os.fspath(path))
     refuse_symlink(path, "directory")
-    if not os.path.isdir(path):
+    if not os.path.lexists(path):
         for old in reversed(_aside(path, "old")):
-            if complete(old):
+            if os.path.isdir(old) and not os.path.islink(old) and complete(old):
                 os.replace(old, path)
                 fsync_dir(os.path.dirname(path))
                 break
-    if not os.path.isdir(path):
+    if not (os.path.isdir(path) and complete(path)):
         return False
     for leftover in _aside(path, "old") + _aside(path, "tmp"):
-        shutil.rmtree(leftover, ignore_errors=True)
+        if os.path.islink(leftover):
+            os.unlink(leftover)  # never rmtree through a planted link
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
     return True
 
 

@@ -254,21 +254,59 @@ class Pipeline:
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Pipeline:
-        config = FeatureConfig.from_dict(meta["features"])
-        target_names = tuple(meta["target_names"])
-        covariate_names = tuple(meta["covariate_names"])
+        """Rebuild a pipeline from ``to_state``'s output (e.g. read back from a checkpoint).
 
-        def scaler(prefix: str) -> Scaler:
-            return Scaler.from_arrays(
-                config.scaler, {k: arrays[f"{prefix}_{k}"] for k in ("shift", "scale")}
-            )
+        Raises:
+            DataError: a field or array is missing or malformed; the message names it
+                (``features.scaler``, ``target_shift``, ...).
+        """
 
-        target = scaler("target")
-        cov = scaler("covariate") if covariate_names else None
-        if target.shift.shape != (len(target_names),) or (
-            cov is not None and cov.shift.shape != (len(covariate_names),)
-        ):
-            raise DataError("scaler arrays do not match the stored column names")
+        def field(name: str, kind: type):
+            if not isinstance(meta, dict) or name not in meta:
+                raise DataError(f"the stored pipeline has no {name!r} field")
+            value = meta[name]
+            if not isinstance(value, kind):
+                raise DataError(
+                    f"the stored pipeline's {name!r} is {value!r}, expected a {kind.__name__}"
+                )
+            return value
+
+        try:
+            config = FeatureConfig.from_dict(field("features", dict))
+        except (TypeError, ValueError) as err:  # DataError is a ValueError
+            raise DataError(f"the stored pipeline's 'features' are invalid: {err}") from None
+        names = {}
+        for key in ("target_names", "covariate_names"):
+            value = field(key, list)
+            if not all(isinstance(n, str) for n in value):
+                raise DataError(f"the stored pipeline's {key!r} must be a list of strings")
+            names[key] = tuple(value)
+        target_names, covariate_names = names["target_names"], names["covariate_names"]
+        if not target_names:
+            raise DataError("the stored pipeline's 'target_names' is empty")
+
+        def scaler(prefix: str, columns: int) -> Scaler:
+            parts = {}
+            for k in ("shift", "scale"):
+                name = f"{prefix}_{k}"
+                if name not in arrays:
+                    raise DataError(f"the stored pipeline has no scaler array {name!r}")
+                value = np.asarray(arrays[name])
+                if value.dtype.kind not in "iuf" or value.shape != (columns,):
+                    raise DataError(
+                        f"the stored scaler array {name!r} is {value.dtype}{list(value.shape)}, "
+                        f"expected {columns} float values (one per column)"
+                    )
+                if not np.all(np.isfinite(value)) or (k == "scale" and np.any(value <= 0)):
+                    raise DataError(
+                        f"the stored scaler array {name!r} has non-finite or (for scale) "
+                        "non-positive values"
+                    )
+                parts[k] = value
+            return Scaler.from_arrays(config.scaler, parts)
+
+        target = scaler("target", len(target_names))
+        cov = scaler("covariate", len(covariate_names)) if covariate_names else None
         return cls(config, target, cov, target_names, covariate_names)
 
     def check_series(self, series: Series) -> None:
