@@ -278,3 +278,89 @@ def test_every_builtin_dataset_loads():
         load_dataset("co2_mauna_loa_weekly", fill="error")
     with pytest.raises(DataError, match="unknown dataset 'nope'"):
         load_dataset("nope")
+
+
+# -- hardening: time zones, overflow, the bulk CSV reader -----------------------------------
+
+
+def test_utc_offsets_keep_local_wall_time(tmp_path):
+    """Issue 11 (6): +02:00 dates were shifted to UTC, so each month slipped to the previous."""
+    text = "date,v\n" + "".join(f"2020-{m:02d}-01T00:00+02:00,{m}\n" for m in range(1, 13))
+    s = load_csv(_write(tmp_path, text))
+    assert s.dates.dtype == np.dtype("datetime64[M]")
+    assert [str(d) for d in s.dates[:2]] == ["2020-01", "2020-02"]
+    assert season_from_dates(s.dates) == 12
+    np.testing.assert_allclose(calendar_features(s.dates[:1], ("month",)), [[0.0, 1.0]], atol=0)
+    for stamp in ("2020-01-01T00:00Z", "2020-01-01 00:00+0200", "2020-01-01T00:00:00-05"):
+        assert str(parse_dates([stamp, "2020-01-01T01:00" + stamp[16:]])[0]) == "2020-01-01T00"
+    fmt = parse_dates(["01/03/2020 00:00 +0100", "02/03/2020 00:00 +0100"], fmt="%d/%m/%Y %H:%M %z")
+    assert str(fmt[0]) == "2020-03-01"
+
+
+def test_mixed_utc_offsets_are_refused(tmp_path):
+    text = "date,v\n2020-03-28T12:00+01:00,1\n2020-03-29T12:00+02:00,2\n"
+    with pytest.raises(DataError, match=r"line 3 has \+02:00.*single offset"):
+        load_csv(_write(tmp_path, text))
+    with pytest.raises(DataError, match="mix UTC offsets"):
+        parse_dates(["2020-01-01T00:00", "2020-01-02T00:00Z"])
+
+
+def test_values_that_overflow_the_scaler_are_refused():
+    """Issue 11 (5): values ~1e300 made the scaler's variance overflow: NaN forecasts."""
+    x = np.array([[1e300], [-1e300], [5e299]])
+    with pytest.raises(DataError, match=r"too large to scale.*divide the column"):
+        fit_scaler("standard", x, ["target 'v'"])
+    with pytest.raises(DataError, match="too large to scale"):
+        fit_scaler("minmax", np.array([[1.7e308], [-1.7e308]]))
+    with pytest.raises(DataError, match="too large to scale"):
+        fit_scaler("none", np.array([[1e39], [1.0]]))  # float32 cannot hold the input
+    fit_scaler("standard", np.array([[1e150], [-1e150]]))  # large but representable
+
+
+def test_test_values_far_outside_the_training_range_are_refused():
+    values = np.concatenate([np.linspace(1.0, 2.0, 40), [1e300] * 10])
+    series = Series(values, np.zeros((50, 0)), None, ("v",))
+    pipe = Pipeline.fit(series, FeatureConfig(steps=3, val_size=5, test_size=5))
+    with pytest.raises(DataError, match="overflow float32"):
+        pipe.windows(series)
+
+
+def _same_series(a, b):
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.covariates, b.covariates)
+    assert (a.dates is None and b.dates is None) or (
+        a.dates.dtype == b.dates.dtype and np.array_equal(a.dates, b.dates)
+    )
+
+
+@pytest.mark.parametrize("block", [16, 64, 1 << 22])
+def test_bulk_reader_matches_row_by_row_rules_at_any_block_size(tmp_path, monkeypatch, block):
+    import jlstm.data.series as series_mod
+
+    rows = [f"2020-01-{d:02d},{d}.5,{d % 3}" for d in range(1, 29)]
+    plain = "date,a,b\n" + "\n".join(rows) + "\n"
+    # Blank lines, a blank row of commas, CRLF endings and a quoted field late in the file.
+    messy = "date,a,b\r\n" + "\r\n".join(rows[:10]) + "\r\n\r\n,,\r\n"
+    messy += "\r\n".join(rows[10:20]) + '\r\n"2020-01-21",21.5,"0"\r\n' + "\r\n".join(rows[21:])
+    monkeypatch.setattr(series_mod, "_BLOCK_BYTES", block)
+    monkeypatch.setattr(series_mod, "_BLOCK_ROWS", 3)
+    want = load_csv(_write(tmp_path, plain), target="a", covariates=["b"])
+    got = load_csv(_write(tmp_path, messy, "messy.csv"), target="a", covariates=["b"])
+    _same_series(got, want)
+    assert len(got) == 28 and str(got.dates[-1]) == "2020-01-28"
+    # Errors name the right line whichever path found them.
+    wide = plain.replace("2020-01-20,20.5,2", "2020-01-20,20.5,2,9")
+    with pytest.raises(DataError, match="line 21: 4 fields but the header has 3"):
+        load_csv(_write(tmp_path, wide, "wide.csv"), target="a")
+    text = plain.replace("2020-01-25,25.5", "2020-01-25,abc")
+    with pytest.raises(DataError, match="line 26: column 'a' has the non-numeric value 'abc'"):
+        load_csv(_write(tmp_path, text, "abc.csv"), target="a")
+    text = plain.replace("2020-01-25,25.5", "2020-01-25,")
+    with pytest.raises(DataError, match=r"1 row\(s\) with missing values \(first at line 26\)"):
+        load_csv(_write(tmp_path, text, "gap.csv"), target="a")
+    text = plain.replace("2020-01-25", "2020-01-32")
+    with pytest.raises(DataError, match="line 26: cannot parse '2020-01-32'"):
+        load_csv(_write(tmp_path, text, "bad_date.csv"), target="a")
+    text = plain.replace("2020-01-25", "2020-01-02")
+    with pytest.raises(DataError, match=r"line 26 \('2020-01-02'\) does not come after line 25"):
+        load_csv(_write(tmp_path, text, "order.csv"), target="a")

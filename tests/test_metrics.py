@@ -65,3 +65,27 @@ def test_seasonal_naive_matches_the_published_airline_anchor():
     origin = np.arange(95, 143)
     pred = metrics.seasonal_naive_forecast(y, origin, 1, 12)[:, 0, 0]
     assert metrics.rmse(y[96:], pred) == pytest.approx(41.85, abs=0.005)
+
+
+@pytest.mark.parametrize("name", ["rmse", "mae", "mape", "smape"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_forecasts_are_never_a_score(name, bad):
+    """Issue 11 (5): smape([100, 200], [nan, nan]) was 0.0, a perfect score."""
+    fn = getattr(metrics, name)
+    assert math.isnan(fn([100.0, 200.0], [bad, bad]))
+    assert math.isnan(fn([100.0, 200.0], [bad, 210.0]))
+    assert math.isnan(fn([bad, 200.0], [100.0, 210.0]))
+
+
+def test_non_finite_inputs_make_mase_and_evaluate_nan():
+    train = [1.0, 2.0, 4.0]
+    assert math.isnan(metrics.mase([100.0, 200.0], [np.nan, np.nan], train))
+    assert math.isnan(metrics.mase([100.0], [101.0], [1.0, np.nan, 3.0]))
+    scores = metrics.evaluate([100.0, 200.0], [np.nan, np.nan], train)
+    assert all(math.isnan(v) for v in scores.values()), scores
+    assert not metrics.all_finite(scores)
+    # mape is NaN for an honest reason (a true 0): the forecasts are still usable.
+    assert metrics.all_finite(metrics.evaluate([0.0, 2.0], [0.5, 2.0], train))
+    # Errors whose square overflows give an infinite RMSE, which all_finite refuses too.
+    assert metrics.rmse([1e300], [-1e300]) == math.inf
+    assert not metrics.all_finite({"rmse": math.inf, "mae": 2e300})

@@ -15,6 +15,10 @@ over every element).
   training series, ``mean(|y_t - y_{t-m}|)``; below 1 beats that in-sample
   baseline. ``nan`` if the training series is constant at lag ``m``.
 
+Non-finite input is never a score: a NaN or infinite forecast (or truth) makes
+every metric NaN (``smape`` and ``mape`` included), so a diverged model can not
+pass for a perfect one; ``all_finite`` says whether a metrics dict is usable.
+
 Baselines forecast the targets of windows that end at row ``origin`` (the
 last observed row) from the series itself:
 
@@ -30,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "METRICS",
+    "all_finite",
     "evaluate",
     "mae",
     "mape",
@@ -51,16 +56,25 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     return y_true, y_pred
 
 
+def _nan_if_not_finite(value: float, *arrays: np.ndarray) -> float:
+    """``value``, or NaN if any input is NaN or infinite (never a finite score from them)."""
+    return value if all(np.isfinite(a).all() for a in arrays) else float("nan")
+
+
 def rmse(y_true, y_pred) -> float:
     """Root mean squared error."""
     y_true, y_pred = _pair(y_true, y_pred)
-    return float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        value = float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
+    return _nan_if_not_finite(value, y_true, y_pred)
 
 
 def mae(y_true, y_pred) -> float:
     """Mean absolute error."""
     y_true, y_pred = _pair(y_true, y_pred)
-    return float(np.mean(np.abs(y_true - y_pred)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        value = float(np.mean(np.abs(y_true - y_pred)))
+    return _nan_if_not_finite(value, y_true, y_pred)
 
 
 def mape(y_true, y_pred) -> float:
@@ -68,17 +82,23 @@ def mape(y_true, y_pred) -> float:
     y_true, y_pred = _pair(y_true, y_pred)
     if np.any(y_true == 0):
         return float("nan")
-    return float(100.0 * np.mean(np.abs((y_true - y_pred) / y_true)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        value = float(100.0 * np.mean(np.abs((y_true - y_pred) / y_true)))
+    return _nan_if_not_finite(value, y_true, y_pred)
 
 
 def smape(y_true, y_pred) -> float:
-    """Symmetric mean absolute percentage error in percent (0..200)."""
+    """Symmetric mean absolute percentage error in percent (0..200); NaN if any input is
+    NaN or infinite (a ``y = yhat = 0`` term counts as 0)."""
     y_true, y_pred = _pair(y_true, y_pred)
-    denom = np.abs(y_true) + np.abs(y_pred)
-    terms = np.divide(
-        2.0 * np.abs(y_true - y_pred), denom, out=np.zeros_like(denom), where=denom > 0
-    )
-    return float(100.0 * np.mean(terms))
+    with np.errstate(invalid="ignore", over="ignore"):
+        denom = np.abs(y_true) + np.abs(y_pred)
+        # Only exact 0/0 terms are 0; a NaN denominator stays NaN (``denom > 0`` would zero it).
+        terms = np.divide(
+            2.0 * np.abs(y_true - y_pred), denom, out=np.zeros_like(denom), where=denom != 0
+        )
+        value = float(100.0 * np.mean(terms))
+    return _nan_if_not_finite(value, y_true, y_pred)
 
 
 def mase(y_true, y_pred, y_train, period: int = 1) -> float:
@@ -102,7 +122,9 @@ def mase(y_true, y_pred, y_train, period: int = 1) -> float:
         raise ValueError(f"y_true's last axis must index the {len(scale)} training series")
     if np.any(scale == 0):
         return float("nan")
-    return float(np.mean(np.abs(y_true - y_pred) / scale))
+    with np.errstate(invalid="ignore", over="ignore"):
+        value = float(np.mean(np.abs(y_true - y_pred) / scale))
+    return _nan_if_not_finite(value, y_true, y_pred, y_train)
 
 
 METRICS = ("rmse", "mae", "mape", "smape", "mase")
@@ -117,6 +139,16 @@ def evaluate(y_true, y_pred, y_train, period: int = 1) -> dict[str, float]:
         "smape": smape(y_true, y_pred),
         "mase": mase(y_true, y_pred, y_train, period),
     }
+
+
+def all_finite(scores: dict[str, float], names=("rmse", "mae")) -> bool:
+    """Whether the scale-free-of-zeros metrics in ``scores`` are finite numbers.
+
+    ``mape`` and ``mase`` are NaN by definition for some honest series (a true value of 0,
+    a constant training series), so only ``names`` are checked: a NaN there means the
+    forecasts themselves are not finite, and the run must fail, not report a score.
+    """
+    return all(np.isfinite(scores[n]) for n in names if n in scores)
 
 
 def _origins(series: np.ndarray, origin) -> tuple[np.ndarray, np.ndarray]:

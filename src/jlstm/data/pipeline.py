@@ -349,8 +349,9 @@ class Pipeline:
         """
         levels = np.asarray(levels, np.float64)
         last = levels[:, -1] if self.config.delta else np.zeros((len(levels), levels.shape[-1]))
-        x = np.concatenate([levels - last[:, None], extras], axis=-1)
-        return x.astype(np.float32), last
+        with np.errstate(over="ignore", invalid="ignore"):  # windows() refuses non-finite x
+            x = np.concatenate([levels - last[:, None], extras], axis=-1).astype(np.float32)
+        return x, last
 
     def windows(self, series: Series) -> dict[str, Windows]:
         """The ``train``, ``val`` and ``test`` windows of ``series`` (no window spans two)."""
@@ -363,6 +364,11 @@ class Pipeline:
             lw, ly = make_windows(levels[start:stop], cfg.steps, cfg.horizon, cfg.stride)
             ew, _ = make_windows(extras[start:stop], cfg.steps, cfg.horizon, cfg.stride)
             x, last = self.encode(lw, ew)
+            if not np.all(np.isfinite(x)):
+                raise DataError(
+                    f"the {name} segment's scaled values overflow float32 (they are far outside "
+                    "the training range): rescale the series or use the log transform"
+                )
             origin = start + np.arange(len(x), dtype=np.int64) * cfg.stride + cfg.steps - 1
             y = (ly - last[:, None]).astype(np.float32)
             out[name] = Windows(x, y, origin, last)

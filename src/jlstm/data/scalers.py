@@ -77,13 +77,29 @@ def fit_scaler(kind: str, x: np.ndarray, names: Sequence[str] | None = None) -> 
         raise DataError(f"a scaler is fitted on (N, K) rows with N >= 1, got shape {x.shape}")
     names = list(names) if names is not None else [f"column {k}" for k in range(x.shape[1])]
     lo, hi = x.min(axis=0), x.max(axis=0)
-    for k in np.flatnonzero(hi - lo <= 0.0):
+    for k in np.flatnonzero(hi <= lo):
         raise DataError(
             f"{names[k]} is constant ({lo[k]:g}) over the {len(x)} training rows: there is "
             "nothing to scale or learn; use a series (or covariate) that varies"
         )
-    if kind == "standard":
-        return Scaler(kind, x.mean(axis=0), x.std(axis=0))
-    if kind == "minmax":
-        return Scaler(kind, lo, hi - lo)
-    return Scaler(kind, np.zeros(x.shape[1]), np.ones(x.shape[1]))
+    with np.errstate(over="ignore", invalid="ignore"):
+        if kind == "standard":
+            scaler = Scaler(kind, x.mean(axis=0), x.std(axis=0))
+        elif kind == "minmax":
+            scaler = Scaler(kind, lo, hi - lo)
+        else:
+            scaler = Scaler(kind, np.zeros(x.shape[1]), np.ones(x.shape[1]))
+        z = scaler.transform(x)
+    # The model computes in float32: scaled values must be finite there, and the scaler's
+    # own statistics finite (the variance of values ~1e300 overflows float64).
+    big = np.finfo(np.float32).max
+    for k in range(x.shape[1]):
+        ok = np.isfinite(scaler.shift[k]) and np.isfinite(scaler.scale[k]) and scaler.scale[k] > 0
+        if not ok or not np.all(np.abs(z[:, k]) < big):
+            raise DataError(
+                f"{names[k]} has values too large to scale (largest magnitude "
+                f"{np.abs(x[:, k]).max():g}): the {kind} scaler's statistics or the scaled "
+                "values overflow; divide the column by a power of ten (e.g. report it in "
+                "millions), or use the standard scaler or the log transform"
+            )
+    return scaler
