@@ -12,7 +12,11 @@ traffic slows the call that follows it).
     python benchmarks/bench.py --gpu      # sized for one 10-minute GPU run
 
 Writes ``<out>/<preset>.json`` (rows + machine, versions, date, load), ``<preset>.md``
-(tables of times and ratios) and ``<preset>.png`` (speed ratios vs PyTorch). See
+(tables of times and ratios) and ``<preset>.png`` (speed ratios vs PyTorch; none
+without PyTorch rows). A whole preset writes to ``benchmarks/results/`` (the tracked
+numbers); a filtered or exploratory run (``--cases``, ``--modes``, ``--peers``,
+``--cpu-devices``) writes to ``benchmarks/results/scratch/`` (ignored by git) unless
+``--out`` says otherwise. ``--dry-run`` prints the plan and exits. See
 ``benchmarks/README.md`` for what the columns mean.
 """
 
@@ -35,6 +39,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from jlstm.fileio import write_text_atomic
 from peers import Built, Case, build_flax, build_floor, build_jlstm, build_keras
 from report import check_targets, markdown, plot
 
@@ -80,6 +85,44 @@ PRESETS = {
         calls=2,
     ),
 }
+
+
+PRESET_HELP = {
+    "quick": "the CI/README set: 5 seed/layer shapes, modes auto/keras2/fused_vjp, all "
+    "peers (< 5 minutes on 2 cores; the default)",
+    "full": "every shape (17) and every CPU mode, all peers (about 30 minutes on 2 cores)",
+    "gpu": "sized for one 10-minute run on a CUDA machine, with the cudnn mode",
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+SCRATCH = RESULTS / "scratch"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run will time and where it writes (``--dry-run`` prints it)."""
+
+    preset_name: str
+    cases: list
+    modes: list[str]
+    peers: list[str]
+    out: Path
+    filtered: bool
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    """Resolve the preset and the filters; filtered runs never write the tracked results."""
+    preset_name = args.preset or "quick"
+    preset = PRESETS[preset_name]
+    modes = args.modes.split(",") if args.modes else preset["modes"]
+    peers = preset["peers"] if args.peers is None else [p for p in args.peers.split(",") if p]
+    peers = [p for p in peers if p != "none"]
+    cases = preset["cases"]
+    if args.cases:
+        keys = args.cases.split(",")
+        cases = [c for c in cases if any(k in c.name for k in keys)]
+    filtered = any(v is not None for v in (args.cases, args.modes, args.peers, args.cpu_devices))
+    out = Path(args.out) if args.out else (SCRATCH if filtered else RESULTS)
+    return Plan(preset_name, cases, modes, peers, out, filtered)
 
 
 def machine_info(torch_threads: int | None) -> dict:
@@ -286,12 +329,18 @@ def run_case(case: Case, contestants: list[str], preset: dict, log, torch_worker
     return rows
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group()
     for name in PRESETS:
-        which.add_argument(f"--{name}", action="store_const", const=name, dest="preset")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+        which.add_argument(
+            f"--{name}", action="store_const", const=name, dest="preset", help=PRESET_HELP[name]
+        )
+    parser.add_argument(
+        "--out",
+        help="directory for <preset>.json/.md/.png (default: benchmarks/results/ for a whole "
+        "preset, benchmarks/results/scratch/ for a filtered run)",
+    )
     parser.add_argument("--modes", help="comma-separated jlstm modes (default: the preset's)")
     parser.add_argument("--peers", help="comma-separated peers: torch,flax,keras or none")
     parser.add_argument("--cases", help="only cases whose name contains one of these (comma)")
@@ -302,9 +351,29 @@ def main(argv=None) -> int:
         help="CPU devices JAX exposes (default: one per usable core, which enables the "
         "'multicore' mode; 1 is JAX's default)",
     )
-    args = parser.parse_args(argv)
-    preset_name = args.preset or "quick"
-    preset = PRESETS[preset_name]
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the cases, contestants and output; time nothing",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    run = plan(args)
+    preset_name, preset, cases = run.preset_name, PRESETS[run.preset_name], run.cases
+    modes, peers, out = run.modes, run.peers, run.out
+    if args.dry_run:
+        print(
+            f"--{preset_name}{' (filtered)' if run.filtered else ''}: cases "
+            f"{[c.name for c in cases]}, contestants {[*modes, *peers]}, writes {out}/"
+            f"{preset_name}.json/.md" + (".png" if "torch" in peers else "")
+        )
+        return 0
+    if not cases:
+        print(f"--cases {args.cases!r} matches none of the --{preset_name} cases")
+        return 2
 
     import jax
 
@@ -312,9 +381,6 @@ def main(argv=None) -> int:
     if preset_name != "gpu":
         devices = args.cpu_devices if args.cpu_devices is not None else cores
         jax.config.update("jax_num_cpu_devices", devices)
-    modes = args.modes.split(",") if args.modes else preset["modes"]
-    peers = preset["peers"] if args.peers is None else [p for p in args.peers.split(",") if p]
-    peers = [p for p in peers if p != "none"]
     torch_threads, torch_worker = None, None
     if "torch" in peers:
         try:
@@ -322,10 +388,6 @@ def main(argv=None) -> int:
             torch_threads = cores
         except OSError as error:
             print(f"PyTorch worker did not start: {error}")
-    cases = preset["cases"]
-    if args.cases:
-        keys = args.cases.split(",")
-        cases = [c for c in cases if any(k in c.name for k in keys)]
     info = machine_info(torch_threads)
     info["preset"] = preset_name
 
@@ -348,18 +410,23 @@ def main(argv=None) -> int:
     info["loadavg_end"] = list(os.getloadavg())
     info["wall_s"] = time.perf_counter() - start
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{preset_name}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    write_text_atomic(
+        out / f"{preset_name}.json", json.dumps({"machine": info, "rows": rows}, indent=1)
+    )
     checks = check_targets(rows, preset_name)
     text = markdown(rows, info, checks)
-    (out / f"{preset_name}.md").write_text(text)
+    write_text_atomic(out / f"{preset_name}.md", text)
+    written = [".json", ".md"]
     try:
-        plot(rows, out / f"{preset_name}.png", title=f"jlstm --{preset_name}: {info['cpu']}")
+        if plot(rows, out / f"{preset_name}.png", title=f"jlstm --{preset_name}: {info['cpu']}"):
+            written.append(".png")
+        else:
+            log("no PyTorch rows (the ratios are against PyTorch): no plot")
     except ImportError:
         log("matplotlib not installed: no plot (pip install -e '.[bench]')")
     log(text)
-    log(f"wrote {out / preset_name}.json/.md/.png in {info['wall_s']:.0f} s")
+    log(f"wrote {out / preset_name}{'/'.join(written)} in {info['wall_s']:.0f} s")
     return 0
 
 

@@ -160,8 +160,15 @@ def markdown(rows, info: dict, checks) -> str:
     return "\n".join(lines)
 
 
-def plot(rows, path: Path, title: str = "") -> None:
-    """Grouped bars of each contestant's speed ratio vs PyTorch, forward and training."""
+def plot(rows, path: Path, title: str = "") -> bool:
+    """Grouped bars of each contestant's speed ratio vs PyTorch, forward and training.
+
+    Returns False, writing nothing, when no row has a ratio (a run without PyTorch): an
+    empty chart would only mislead.
+    """
+    ratios = ("forward_vs_torch", "train_vs_torch")
+    if not any(row.get(metric) for row in rows for metric in ratios):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,5 +193,13 @@ def plot(rows, path: Path, title: str = "") -> None:
     axes[1].set_xticklabels(names, rotation=20, ha="right", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # Rendered to memory and written atomically: a crash never leaves half a PNG.
+    import io
+
+    from jlstm.fileio import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+    return True
