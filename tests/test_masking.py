@@ -14,7 +14,8 @@ import pytest
 import jlstm
 from jlstm.masking import apply_masking, masking_mask, reverse_padded, sequence_lengths
 
-from .keras_helpers import APPLY, ATOL, LSTM_LAYER, MASK, build_lstm, np32
+from . import reference as ref
+from .keras_helpers import APPLY, LSTM_LAYER, MASK, build_lstm, np32
 
 B, T, D, H = MASK.shape[0], MASK.shape[1], 3, 4
 
@@ -74,6 +75,9 @@ def test_masked_steps_are_skipped_exactly(problem, go_backwards):
     _, final = LSTM_LAYER(
         params, jnp.asarray(x), mask=jnp.asarray(MASK), go_backwards=go_backwards, return_state=True
     )
+    # Two float32 runs of the same real steps: each within the derived bound of the exact one.
+    weights = [np.asarray(a, np.float64) for a in params]
+    _, bound_h, bound_c = ref.lstm_layer_bound(*weights, x, mask=MASK, go_backwards=go_backwards)
     for i in range(B):
         real = x[i][MASK[i]]
         if go_backwards:
@@ -82,8 +86,8 @@ def test_masked_steps_are_skipped_exactly(problem, go_backwards):
             want = jlstm.zero_state((), H)
         else:
             _, want = LSTM_LAYER(params, jnp.asarray(real), return_state=True)
-        np.testing.assert_allclose(np32(final.h[i]), np32(want.h), atol=1e-6)
-        np.testing.assert_allclose(np32(final.c[i]), np32(want.c), atol=1e-6)
+        ref.assert_within(np32(final.h[i]), np32(want.h), 2 * bound_h[i], err_msg=f"h[{i}]")
+        ref.assert_within(np32(final.c[i]), np32(want.c), 2 * bound_c[i], err_msg=f"c[{i}]")
 
 
 def test_seq_lengths_is_a_mask_shortcut(problem):
@@ -108,7 +112,8 @@ def test_mask_value_config_is_a_keras_masking_layer(problem):
     params = jlstm.init_params(jax.random.key(2), config)
     want = APPLY(params, jnp.asarray(x), config, mask=jnp.asarray(MASK))
     got = APPLY(params, jnp.asarray(xm), masked)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+    # The same program on the same real steps (masked steps' inputs are never used): exact.
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     # And seq_lengths at the model level: the right-padded mask.
     lengths = jnp.array([6, 4, 0, 1, 3])
     np.testing.assert_array_equal(
@@ -149,13 +154,20 @@ def test_padding_aware_reversal_versus_keras_plain_reversal(problem):
         zero_output_for_mask=True,
     )
     y_aligned = np32(reverse_padded(y_r, jnp.asarray(lengths)))
-    np.testing.assert_allclose(np32(final.h), np32(h_k), atol=ATOL, rtol=0)
-    np.testing.assert_allclose(np32(final.c), np32(c_k), atol=ATOL, rtol=0)
-    np.testing.assert_allclose(y_aligned, y_k_aligned, atol=ATOL, rtol=0)
+    # Keras' run in processing order is the exact computation the bound is derived for.
+    weights = [np.asarray(a, np.float64) for a in params]
+    bound_y, bound_h, bound_c = ref.lstm_layer_bound(
+        *weights, xp, mask=mask, go_backwards=True, zero_output_for_mask=True
+    )
+    ref.assert_within(np32(final.h), np32(h_k), 2 * bound_h, err_msg="h")
+    ref.assert_within(np32(final.c), np32(c_k), 2 * bound_c, err_msg="c")
+    ref.assert_within(y_aligned, y_k_aligned, 2 * bound_y[:, ::-1], err_msg="outputs")
     # In processing order Keras' sequence starts with the padding (zeros here) ...
     np.testing.assert_array_equal(np32(y_k)[1, :2], 0.0)
     # ... and without a mask it reads the padding, padding-aware reversal does not.
     _, h_plain, _ = layer(xp)
     unmasked = LSTM_LAYER(params, xr, return_sequences=True)
     assert not np.allclose(np32(h_plain)[1], np32(final.h)[1], atol=1e-3)
-    np.testing.assert_allclose(np32(unmasked)[np.arange(B), lengths - 1], np32(final.h), atol=1e-6)
+    ref.assert_within(
+        np32(unmasked)[np.arange(B), lengths - 1], np32(final.h), 2 * bound_h, err_msg="unmasked"
+    )
