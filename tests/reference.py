@@ -153,6 +153,7 @@ def cell_step_bound(
     dtype=np.float32,
     dh=0.0,
     dc=0.0,
+    dx=0.0,
 ):
     """``cell_step`` in float64 plus a bound on how far a ``dtype`` computation may be from it.
 
@@ -161,6 +162,7 @@ def cell_step_bound(
             inputs the implementation under test sees, rounded to ``dtype`` already).
         dtype: the precision of the implementation under test.
         dh, dc: bounds on the error already in ``h`` and ``c`` (from earlier steps).
+        dx: bound on the error already in ``x`` (the outputs of a layer below).
 
     Returns:
         ``(h, c, bound_h, bound_c)``: the float64 step and elementwise bounds on
@@ -172,6 +174,7 @@ def cell_step_bound(
     h, c, x = (np.asarray(a, np.float64) for a in (h, c, x))
     dh = np.broadcast_to(np.asarray(dh, np.float64), h.shape)
     dc = np.broadcast_to(np.asarray(dc, np.float64), c.shape)
+    dx = np.broadcast_to(np.asarray(dx, np.float64), x.shape)
     units = recurrent.shape[0]
     # A mask costs two roundings: its own value rounded to dtype, and the product.
     n = kernel.shape[0] + units + 1 + 2 * (xm is not None or hm is not None)
@@ -181,12 +184,13 @@ def cell_step_bound(
         xk = x if xm is None else x * xm[k]
         hk = h if hm is None else h * hm[k]
         dhk = dh if hm is None else dh * np.abs(hm[k])
+        dxk = dx if xm is None else dx * np.abs(xm[k])
         zk = xk @ kernel[:, cols] + hk @ recurrent[:, cols]
         size = np.abs(xk) @ np.abs(kernel[:, cols]) + np.abs(hk) @ np.abs(recurrent[:, cols])
         if bias is not None:
             zk = zk + np.asarray(bias, np.float64)[cols]
             size = size + np.abs(np.asarray(bias, np.float64)[cols])
-        dz = _gamma(n, u) * size + dhk @ np.abs(recurrent[:, cols])
+        dz = _gamma(n, u) * size + dhk @ np.abs(recurrent[:, cols]) + dxk @ np.abs(kernel[:, cols])
         y, dy = _image_error(ract if k != 2 else act, zk, dz, u)
         gates.append(y)
         errors.append(dy)
@@ -221,6 +225,7 @@ def lstm_layer_bound(
     hm=None,
     *,
     dtype=np.float32,
+    dx=None,
 ):
     """Elementwise error bounds ``(outputs (B, T, H), h, c)`` for a ``dtype`` run of
     ``lstm_layer`` with the same arguments, against its float64 result.
@@ -231,13 +236,16 @@ def lstm_layer_bound(
     (central differences in float64; batch rows are independent, so one perturbed run per
     state component serves every row). Using ``|J|`` of the exact product, not the product
     of ``|J|``'s, keeps the bound within a small factor of real errors over many steps.
+    ``dx`` ``(B, T, D)`` bounds an error already in ``x`` (a lower layer's outputs); it
+    enters each step like that step's rounding.
     """
     x = np.asarray(x, np.float64)
     batch, steps, _ = x.shape
     units = np.asarray(recurrent).shape[0]
     mask = np.ones((batch, steps), bool) if mask is None else np.asarray(mask, bool)
+    dx = np.zeros_like(x) if dx is None else np.asarray(dx, np.float64)
     if go_backwards:  # work in processing order; lstm_layer returns that order too
-        x, mask = x[:, ::-1], mask[:, ::-1]
+        x, mask, dx = x[:, ::-1], mask[:, ::-1], dx[:, ::-1]
     h = np.zeros((batch, units)) if h0 is None else np.asarray(h0, np.float64)
     c = np.zeros((batch, units)) if c0 is None else np.asarray(c0, np.float64)
 
@@ -252,7 +260,7 @@ def lstm_layer_bound(
     bound_h, bound_c = np.zeros((batch, units)), np.zeros((batch, units))
     for t in range(steps):
         h_new, c_new, eh, ec = cell_step_bound(
-            kernel, recurrent, bias, h, c, x[:, t], act, ract, xm, hm, dtype=dtype
+            kernel, recurrent, bias, h, c, x[:, t], act, ract, xm, hm, dtype=dtype, dx=dx[:, t]
         )
         m = mask[:, t][:, None]
         eh, ec = np.where(m, eh, 0.0), np.where(m, ec, 0.0)  # a masked step copies exactly
@@ -278,6 +286,53 @@ def lstm_layer_bound(
                 bound_h += np.abs(hp - hm_) * scale
                 bound_c += np.abs(cp - cm) * scale
     return bound_out, bound_h, bound_c
+
+
+def dense_bound(kernel, bias, h, dh, act="linear", *, dtype=np.float32):
+    """``act(h @ kernel + bias)`` in float64 and a bound on a ``dtype`` run's error, given
+    the bound ``dh`` on the error already in ``h`` ``(..., H)``."""
+    u = unit_roundoff(dtype) + unit_roundoff(np.float64)
+    kernel, h = np.asarray(kernel, np.float64), np.asarray(h, np.float64)
+    z = h @ kernel
+    size = np.abs(h) @ np.abs(kernel)
+    if bias is not None:
+        z, size = z + np.asarray(bias, np.float64), size + np.abs(np.asarray(bias, np.float64))
+    dz = _gamma(kernel.shape[0] + 1, u) * size + np.asarray(dh, np.float64) @ np.abs(kernel)
+    y, dy = _image_error(act, z, dz, u)
+    return y, SAFETY * dy
+
+
+def stack_bound(layers, x, mask=None, acts=None, racts=None, head=None, *, dtype=np.float32):
+    """A unidirectional stack of layers (every one returning sequences) and an optional
+    per-step dense head: float64 outputs and the bound on a ``dtype`` run's error.
+
+    Args:
+        layers: ``[(kernel, recurrent, bias), ...]`` bottom-up.
+        x: ``(B, T, D)`` inputs; ``mask``: ``(B, T)`` bool, shared by every layer.
+        acts, racts: per-layer activation names (default tanh / sigmoid).
+        head: ``(kernel, bias, activation)`` of a dense layer applied at every step.
+
+    Returns:
+        ``(y, bound_y, states)``: ``y`` ``(B, T, out)`` and its bound, ``states`` a list of
+        per-layer ``(bound_h, bound_c)`` of the final states.
+    """
+    acts = acts or ["tanh"] * len(layers)
+    racts = racts or ["sigmoid"] * len(layers)
+    y, dy, states = np.asarray(x, np.float64), np.zeros(np.shape(x)), []
+    for (kernel, recurrent, bias), act, ract in zip(layers, acts, racts, strict=True):
+        weights = [
+            None if a is None else np.asarray(a, np.float64) for a in (kernel, recurrent, bias)
+        ]
+        out, _, _ = lstm_layer(*weights, y, mask=mask, act=act, ract=ract)
+        dy, dh, dc = lstm_layer_bound(
+            *weights, y, mask=mask, act=act, ract=ract, dtype=dtype, dx=dy
+        )
+        y = out
+        states.append((dh, dc))
+    if head is not None:
+        kernel, bias, act = head
+        y, dy = dense_bound(kernel, bias, y, dy, act or "linear", dtype=dtype)
+    return y, dy, states
 
 
 def assert_within(got, want, bound, *, err_msg=""):
