@@ -288,6 +288,13 @@ def lstm_layer_bound(
     return bound_out, bound_h, bound_c
 
 
+def sum_rtol(n: int, dtype=np.float32) -> float:
+    """Relative tolerance between two ``dtype`` computations of a sum of ``n`` nonnegative
+    terms (or any result of ``n`` roundings on nonnegative data): each is within
+    ``gamma_n`` of the exact value, whatever the summation order, so ``2 gamma_n``."""
+    return 2 * _gamma(n, unit_roundoff(dtype))
+
+
 def dense_bound(kernel, bias, h, dh, act="linear", *, dtype=np.float32):
     """``act(h @ kernel + bias)`` in float64 and a bound on a ``dtype`` run's error, given
     the bound ``dh`` on the error already in ``h`` ``(..., H)``."""
