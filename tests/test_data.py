@@ -24,6 +24,8 @@ from jlstm.data import (
     window_targets,
 )
 
+from . import reference as ref
+
 # -- windows --------------------------------------------------------------------------------
 
 
@@ -94,8 +96,12 @@ def test_windows_never_cross_a_split_boundary():
             assert len(w.x) == window_count(stop - start, 5, horizon, stride)
             # The inputs are exactly the scaled rows the origins say.
             rows = first_input[:, None] + np.arange(cfg.steps)
+            # float32 inputs from float64 levels: one rounding, u = 6e-8 relative.
             np.testing.assert_allclose(
-                w.x[..., 0], pipe.levels(series.values)[rows, 0], rtol=1e-6, atol=1e-6
+                w.x[..., 0],
+                pipe.levels(series.values)[rows, 0],
+                rtol=ref.unit_roundoff(np.float32),
+                atol=0,
             )
 
 
@@ -104,6 +110,8 @@ def test_scaler_is_fit_on_training_rows_only():
     values = rng.normal(10, 2, 80)
     cfg = FeatureConfig(steps=4, val_size=20, test_size=20)
     pipe = Pipeline.fit(_series(values), cfg)
+    # The same float64 statistics, maybe summed in another order: a sum of 40 values ~10 is
+    # within gamma_40 * 400 = 2e-12 / 40 per mean, the std (of values ~2) about as close.
     assert pipe.target_scaler.shift[0] == pytest.approx(values[:40].mean(), abs=1e-12)
     assert pipe.target_scaler.scale[0] == pytest.approx(values[:40].std(), abs=1e-12)
     # Changing validation and test values changes neither the scaler nor the training windows.
@@ -122,6 +130,8 @@ def test_scaler_round_trip(kind):
     x = rng.normal(3, 5, (50, 3))
     scaler = fit_scaler(kind, x[:30])
     z = scaler.transform(x)
+    # (x - s) / c * c + s: four float64 roundings of values below ~25: 4 * 25 * 1.1e-16 =
+    # 1.1e-14; the mean/std/min/max of z[:30] likewise (sums of 30 terms ~1: < 1e-13).
     np.testing.assert_allclose(scaler.inverse(z), x, rtol=0, atol=1e-12)
     if kind == "standard":
         np.testing.assert_allclose(z[:30].mean(0), 0, atol=1e-12)
@@ -148,13 +158,19 @@ def test_delta_log_pipeline_round_trips_to_original_units():
     series = load_dataset("airline_passengers")
     cfg = FeatureConfig(**feature_defaults("airline_passengers"))
     pipe = Pipeline.fit(series, cfg)
-    for w in pipe.windows(series).values():
+    for name, w in pipe.windows(series).items():
         # The model targets, mapped back, are the true values after each origin.
         back = pipe.to_original(w.y, w.last)
         want = window_targets(series, w.origin, cfg.horizon)
-        np.testing.assert_allclose(back, want, rtol=2e-6)
+        # The float32 targets carry u = 6e-8 relative error in scaled log units; mapped back
+        # through exp it is a relative error of u |y| scale in the value (plus float64 noise).
+        scale = pipe.target_scaler.scale
+        bound = np.abs(want) * (ref.unit_roundoff(np.float32) * np.abs(w.y) * scale + 1e-13)
+        ref.assert_within(back, want, bound, err_msg=name)
         # delta: the last input level is 0 and `last` is that row's scaled log value.
         np.testing.assert_array_equal(w.x[:, -1, 0], 0.0)
+        # log, scale, unscale, exp in float64: a few roundings of log values ~6, i.e. ~1e-15
+        # relative, amplified by exp's condition |log value| ~6: 1e-12 covers it.
         np.testing.assert_allclose(pipe.from_levels(w.last), series.values[w.origin], rtol=1e-12)
     assert pipe.input_size == 3 and pipe.output_size == 1
 
