@@ -380,3 +380,16 @@ def test_bulk_reader_matches_row_by_row_rules_at_any_block_size(tmp_path, monkey
     text = plain.replace("2020-01-25", "2020-01-02")
     with pytest.raises(DataError, match=r"line 26 \('2020-01-02'\) does not come after line 25"):
         load_csv(_write(tmp_path, text, "order.csv"), target="a")
+
+
+def test_outputs_of_the_wrong_shape_are_a_data_error():
+    series = load_dataset("airline_passengers")
+    cfg = FeatureConfig(**{**feature_defaults("airline_passengers"), "horizon": 2})
+    pipe = Pipeline.fit(series, cfg)
+    w = pipe.windows(series)["test"]
+    assert pipe.to_original(np.zeros((len(w.last), 2)), w.last).shape == (len(w.last), 2, 1)
+    for bad in (np.zeros((len(w.last), 3)), np.zeros((len(w.last) + 1, 2))):
+        with pytest.raises(DataError, match="do not fit this pipeline"):
+            pipe.to_original(bad, w.last)
+    with pytest.raises(DataError, match="do not fit this pipeline"):
+        pipe.to_levels(np.zeros((len(w.last), 2)), w.last[:, None])

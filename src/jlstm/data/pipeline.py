@@ -379,8 +379,17 @@ class Pipeline:
     def to_levels(self, outputs: np.ndarray, last: np.ndarray) -> np.ndarray:
         """Model outputs ``(N, horizon * K)`` or ``(N, horizon, K)`` -> ``(N, horizon, K)``
         float64 scaled levels (``last`` added back)."""
-        out = np.asarray(outputs, np.float64).reshape(len(last), self.config.horizon, -1)
-        return out + np.asarray(last, np.float64)[:, None]
+        out, last = np.asarray(outputs, np.float64), np.asarray(last, np.float64)
+        want = (len(last), self.config.horizon * self.n_targets)
+        if last.shape != (want[0], self.n_targets) or out.size != want[0] * want[1]:
+            raise DataError(
+                f"model outputs {list(out.shape)} and levels {list(last.shape)} do not fit this "
+                f"pipeline: expected ({want[0]}, {want[1]}) or ({want[0]}, "
+                f"{self.config.horizon}, {self.n_targets}) outputs and ({want[0]}, "
+                f"{self.n_targets}) levels (horizon {self.config.horizon}, "
+                f"{self.n_targets} targets); was the model trained with this pipeline?"
+            )
+        return out.reshape(want[0], self.config.horizon, self.n_targets) + last[:, None]
 
     def from_levels(self, levels: np.ndarray) -> np.ndarray:
         """Scaled levels ``(..., K)`` -> ``(..., K)`` float64 values in original units."""
