@@ -393,3 +393,26 @@ def test_outputs_of_the_wrong_shape_are_a_data_error():
             pipe.to_original(bad, w.last)
     with pytest.raises(DataError, match="do not fit this pipeline"):
         pipe.to_levels(np.zeros((len(w.last), 2)), w.last[:, None])
+
+
+def test_pipeline_state_from_a_checkpoint_is_validated_field_by_field():
+    """Issue 11 (9): a hand-edited checkpoint's pipeline raised KeyError/TypeError."""
+    series = load_dataset("airline_passengers")
+    pipe = Pipeline.fit(series, FeatureConfig(**feature_defaults("airline_passengers")))
+    meta, arrays = pipe.to_state()
+    again = Pipeline.from_state(meta, arrays)
+    np.testing.assert_array_equal(again.target_scaler.scale, pipe.target_scaler.scale)
+    cases = [
+        ({k: v for k, v in meta.items() if k != "features"}, arrays, "no 'features' field"),
+        ({**meta, "features": "log"}, arrays, "'features' is 'log'"),
+        ({**meta, "features": {**meta["features"], "steps": "4"}}, arrays, "'features' are"),
+        ({**meta, "target_names": "Passengers"}, arrays, "'target_names' is"),
+        ({**meta, "target_names": [1]}, arrays, "list of strings"),
+        (meta, {"target_shift": arrays["target_shift"]}, "no scaler array 'target_scale'"),
+        (meta, {**arrays, "target_scale": np.array([1.0, 2.0])}, "'target_scale' is float64"),
+        (meta, {**arrays, "target_scale": np.array([0.0])}, "non-positive"),
+        (meta, {**arrays, "target_shift": np.array(["a"])}, "'target_shift' is <U1"),
+    ]
+    for bad_meta, bad_arrays, message in cases:
+        with pytest.raises(DataError, match=message):
+            Pipeline.from_state(bad_meta, bad_arrays)
