@@ -1,5 +1,6 @@
 """Every notebook in notebooks/ is stored without outputs and runs top to bottom."""
 
+import importlib.util
 import json
 import os
 import sys
@@ -37,8 +38,9 @@ def test_notebook_runs_from_a_clean_kernel(path, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("matplotlib")
-    if path.name.startswith("05"):
-        pytest.importorskip("keras")
+    # Only looked up, not imported: importing Keras here would pick its default backend.
+    if path.name.startswith("05") and importlib.util.find_spec("keras") is None:
+        pytest.skip("the Keras notebook needs keras")
     book = nbformat.read(path, as_version=4)
     # The kernel imports this checkout's jlstm even when it is not installed.
     src = str(Path(__file__).resolve().parent.parent / "src")

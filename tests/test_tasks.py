@@ -108,6 +108,13 @@ def test_adding_t100_meets_the_paper_criterion_with_forget_bias_5(tmp_path):
     assert report["test"]["wrong"] <= 3, report
 
 
+@pytest.mark.slow
+def test_temporal_order_t100_meets_the_criterion(tmp_path):
+    report = run_task("temporal_order", 100, tmp_path, seed=0, budget_seconds=240)
+    assert report["stopped_by"] == "criterion", report
+    assert report["test"]["wrong"] <= 3, report
+
+
 def test_unknown_task_names_the_choices():
     with pytest.raises(ValueError, match="adding"):
         get_task("addition")

@@ -400,7 +400,7 @@ def train_task(
         length: the task's ``T``.
         seed: seeds the weights, the training stream and the test set.
         budget_seconds: wall-clock budget (compilation included); checked between chunks.
-        max_steps: at most this many optimizer steps.
+        max_steps: at most this many optimizer steps (rounded up to whole chunks).
         units: the model's hidden units (``task_config``); ignored if ``config`` is given.
         batch_size, learning_rate, clip_norm: Adam on minibatches of fresh sequences;
             ``learning_rate=None`` is the task's default (``Task.learning_rate``).
