@@ -49,7 +49,8 @@ WORKER = textwrap.dedent(
     mesh = parallel.data_mesh()
     run = parallel.data_parallel(step, mesh)
     state = parallel.replicate(init_fit_state(config, optimizer, 0).train, mesh)
-    mine = slice(pid * batch // 2, (pid + 1) * batch // 2)   # this process's rows
+    mine = parallel.local_slice(batch, mesh)                 # this process's rows
+    assert mine == slice(pid * batch // 2, (pid + 1) * batch // 2), mine
     losses = []
     for k in range(K):
         state, loss = run(state, xs[k, mine], ys[k, mine], ws[k, mine])
@@ -58,6 +59,9 @@ WORKER = textwrap.dedent(
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref.params), strict=True):
         local = np.asarray(a.addressable_data(0))
         np.testing.assert_allclose(local, np.asarray(b), rtol=0, atol=K * lr * 1e-3)
+    local = parallel.local_copy(state)               # for evaluation, checkpoints
+    assert local.params.head.kernel.sharding.is_fully_addressable
+    jax.random.fold_in(local.key, 1)                 # a usable local key
     print("ok", pid, flush=True)
     """
 )

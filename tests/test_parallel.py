@@ -133,6 +133,21 @@ def test_pad_batch_adds_weight_zero_rows():
     assert same[0].shape[0] == 4 and same[2].dtype == np.float32
 
 
+def test_padded_batch_size_local_slice_and_local_copy():
+    mesh = parallel.data_mesh()
+    size = mesh.devices.size
+    assert parallel.padded_batch_size(1, mesh) == size
+    assert parallel.padded_batch_size(2 * size, mesh) == 2 * size
+    assert parallel.local_slice(2 * size, mesh) == slice(0, 2 * size)  # one process: all
+    if size > 1:  # one device divides every batch
+        with pytest.raises(ValueError, match="padded_batch_size"):
+            parallel.local_slice(2 * size + 1, mesh)
+    tree = {"w": np.ones(3, np.float32), "key": jax.random.key(0)}
+    local = parallel.local_copy(parallel.replicate(tree, mesh))
+    np.testing.assert_array_equal(local["w"], tree["w"])
+    assert jax.random.key_data(local["key"]).shape == jax.random.key_data(tree["key"]).shape
+
+
 def test_initialize_rejects_partial_arguments():
     with pytest.raises(ValueError, match="together"):
         parallel.initialize("localhost:1234", None, 0)

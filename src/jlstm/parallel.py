@@ -44,7 +44,10 @@ __all__ = [
     "device_summary",
     "global_batch",
     "initialize",
+    "local_copy",
+    "local_slice",
     "pad_batch",
+    "padded_batch_size",
     "replicate",
     "replicated_sharding",
     "shard_batch",
@@ -269,6 +272,52 @@ def global_batch(local_tree, mesh: Mesh):
     )
 
 
+def padded_batch_size(batch_size: int, mesh: Mesh) -> int:
+    """``batch_size`` rounded up to a multiple of the mesh's devices (extra rows: weight 0)."""
+    size = mesh.devices.size
+    return -(-batch_size // size) * size
+
+
+def local_slice(rows: int, mesh: Mesh) -> slice:
+    """The rows of a global batch of ``rows`` that this process feeds (``global_batch``).
+
+    Every process holds the same data and draws the same batch indices (same seed);
+    process ``p`` passes ``x[idx[local_slice(len(idx), mesh)]]``. ``rows`` must be a
+    multiple of the mesh's devices (``padded_batch_size``). One process: every row.
+    """
+    size = mesh.devices.size
+    if rows % size:
+        raise ValueError(
+            f"a global batch of {rows} rows does not split over {size} devices: "
+            "use jlstm.parallel.padded_batch_size"
+        )
+    mine = [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()]
+    if not mine or mine != list(range(mine[0], mine[0] + len(mine))):
+        raise ValueError("this process's devices must be one contiguous block of the mesh")
+    per_device = rows // size
+    return slice(mine[0] * per_device, (mine[-1] + 1) * per_device)
+
+
+def local_copy(tree):
+    """This process's copy of a replicated pytree, on one local device.
+
+    For work outside the sharded step: evaluation with an unsharded program,
+    predictions, checkpoints (process 0 writes). Keys are supported.
+    """
+
+    def one(x):
+        if _is_key(x):
+            data = one(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        if isinstance(x, jax.Array) and not x.sharding.is_fully_addressable:
+            if not x.sharding.is_fully_replicated:
+                raise ValueError("local_copy needs replicated arrays (a sharded batch is not)")
+            return x.addressable_data(0)
+        return x
+
+    return jax.tree.map(one, tree)
+
+
 def pad_batch(x, y, w, multiple: int):
     """Pad rows to a multiple of ``multiple`` with weight-0 rows (zeros in ``x`` and ``y``).
 
@@ -308,10 +357,16 @@ def data_parallel(step: Callable, mesh: Mesh, *, donate_state: bool = False) -> 
     * ``state`` replicated on ``mesh`` (``replicate``; other placements are moved).
     * ``x``, ``y``, ``w`` as ``jax.Array`` s already sharded on ``mesh`` (``shard_batch``,
       ``global_batch``), or as host (NumPy) arrays holding *this process's rows*: one
-      process, the whole batch; several, this process's share (``global_batch`` is
-      applied). Host rows are padded with weight-0 rows to a multiple of this
+      process, the whole batch; several, this process's share (``local_slice``;
+      ``global_batch`` is applied). Host rows are padded with weight-0 rows to a multiple of this
       process's devices (``pad_batch``); ``w=None`` means all ones. Keep the batch size
       fixed (pad the last batch of an epoch) so the step compiles once.
+
+    The per-layer ``multicore`` kernel (what ``"auto"`` picks on several CPU devices)
+    composes with this in one process: its ``shard_map`` over the same local devices
+    lines up with the batch split. In a multi-process job with several CPU devices
+    per process it fails (its mesh holds only local devices): there, use one CPU
+    device per process or ``implementation="fused_vjp"``.
 
     Args:
         step: ``(state, x, y, w) -> (state, loss)``.
