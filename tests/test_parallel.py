@@ -33,7 +33,7 @@ WORKER = textwrap.dedent(
     import sys
     import jax, jax.numpy as jnp, numpy as np, optax, jlstm
     from jlstm import parallel
-    from jlstm.train import init_fit_state, make_train_step
+    from jlstm.train import init_fit_state, make_eval_loss, make_train_step
 
     devices, batch, steps, layers, impl, dropout = (
         int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
@@ -76,6 +76,10 @@ WORKER = textwrap.dedent(
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=K * lr * 1e-3)
     assert int(state.step) == K
     assert len(traces) == 1, "the sharded step was traced again"
+    evaluate = make_eval_loss(config)
+    total, count = parallel.data_parallel_eval(evaluate, mesh)(state.params, xs[0], ys[0], ws[0])
+    ref_total, ref_count = evaluate(parallel.local_copy(state.params), xs[0], ys[0], ws[0])
+    np.testing.assert_allclose([float(total), float(count)], [ref_total, ref_count], rtol=1e-5)
     text = run.jitted.lower(state, *parallel.shard_batch(
         parallel.pad_batch(xs[0], ys[0], ws[0], devices), mesh)).compile().as_text()
     if devices > 1:

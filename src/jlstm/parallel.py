@@ -41,6 +41,7 @@ __all__ = [
     "batch_sharding",
     "data_mesh",
     "data_parallel",
+    "data_parallel_eval",
     "device_summary",
     "global_batch",
     "initialize",
@@ -373,24 +374,40 @@ def data_parallel(step: Callable, mesh: Mesh, *, donate_state: bool = False) -> 
         mesh: from ``data_mesh``.
         donate_state: let XLA reuse the input state's buffers for the output.
     """
+    return _rows_parallel(step, mesh, outputs=2, donate_first=donate_state)
+
+
+def data_parallel_eval(evaluate: Callable, mesh: Mesh) -> Callable:
+    """An evaluation ``(params, x, y, w) -> (loss_sum, weight_sum)`` with the rows split.
+
+    ``jlstm.train.make_eval_loss``'s function, compiled like ``data_parallel``'s step:
+    ``params`` replicated, the rows over ``"data"``, the two sums replicated (XLA adds
+    the devices' partial sums). Host arrays are this process's rows, padded with
+    weight-0 rows, which add nothing to either sum.
+    """
+    return _rows_parallel(evaluate, mesh, outputs=2, donate_first=False)
+
+
+def _rows_parallel(fn: Callable, mesh: Mesh, *, outputs: int, donate_first: bool) -> Callable:
+    """``fn(tree, x, y, w)`` jitted with ``tree`` replicated, rows sharded, outputs replicated."""
     replicated = replicated_sharding(mesh)
     rows = batch_sharding(mesh)
     local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
     compiled = jax.jit(
-        step,
+        fn,
         in_shardings=(replicated, rows, rows, rows),
-        out_shardings=(replicated, replicated),
-        donate_argnums=(0,) if donate_state else (),
+        out_shardings=(replicated,) * outputs,
+        donate_argnums=(0,) if donate_first else (),
     )
 
-    def run(state, x, y, w=None):
+    def run(tree, x, y, w=None):
         if not isinstance(x, jax.Array):
             x, y, w = pad_batch(x, y, w, local)
             x, y, w = global_batch((x, y, w), mesh)
         elif w is None:
             ones = np.ones(x.shape[0], np.float32)
             w = jax.make_array_from_callback(ones.shape, rows, lambda index: ones[index])
-        return compiled(replicate(state, mesh), x, y, w)
+        return compiled(replicate(tree, mesh), x, y, w)
 
     run.jitted = compiled
     return run
