@@ -17,7 +17,7 @@ compile time reported apart:
   single-model steps one after another, on one device, and with the members split
   over 2 devices; throughput in member-steps per second.
 
-    python benchmarks/scaling.py --quick            # smoke sizes, about 2 minutes
+    python benchmarks/scaling.py --quick            # smoke sizes, minutes (5 on a loaded 2-core VM)
     python benchmarks/scaling.py                    # seed model B=256, T=100
     python benchmarks/scaling.py --out /tmp/scaling # writes /tmp/scaling.json and .md
 
