@@ -1,0 +1,101 @@
+"""Two processes on localhost train as one: ``jax.distributed`` + gloo, each feeding its half.
+
+Each process has one CPU device; the global batch is split between them by
+``jlstm.parallel.global_batch`` and XLA all-reduces the gradients through gloo. Every
+process also runs the whole global batch on its own device without sharding (a
+single-process run) and checks the two agree (tolerance derived in
+``test_parallel.py``: ``K * lr * 1e-3`` on the parameters). Every wait is bounded, so
+a hang fails the test instead of blocking CI.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    import jax
+    from jlstm import parallel
+
+    port, pid = sys.argv[1], int(sys.argv[2])
+    parallel.initialize(f"127.0.0.1:{port}", 2, pid, timeout_s=60)
+
+    import jax.numpy as jnp, numpy as np, optax, jlstm
+    from jlstm.train import init_fit_state, make_train_step
+
+    summary = parallel.device_summary()
+    assert summary["process_count"] == 2 and summary["process_index"] == pid, summary
+    assert summary["device_count"] == 2 and summary["local_device_count"] == 1, summary
+    K, lr, batch = 3, 1e-2, 10
+    config = jlstm.ModelConfig(input_size=2, layer_sizes=(8, 4), output_size=1)
+    optimizer = optax.adam(lr)
+    step = make_train_step(config, optimizer)
+    rng = np.random.default_rng(0)                  # the same global data everywhere
+    xs = rng.normal(size=(K, batch, 5, 2)).astype(np.float32)
+    ys = rng.normal(size=(K, batch, 1)).astype(np.float32)
+    ws = np.ones((K, batch), np.float32)
+
+    ref = init_fit_state(config, optimizer, 0).train   # one device, the whole batch
+    ref_losses = []
+    for k in range(K):
+        ref, loss = step(ref, xs[k], ys[k], ws[k])
+        ref_losses.append(float(loss))
+
+    mesh = parallel.data_mesh()
+    run = parallel.data_parallel(step, mesh)
+    state = parallel.replicate(init_fit_state(config, optimizer, 0).train, mesh)
+    mine = parallel.local_slice(batch, mesh)                 # this process's rows
+    assert mine == slice(pid * batch // 2, (pid + 1) * batch // 2), mine
+    losses = []
+    for k in range(K):
+        state, loss = run(state, xs[k, mine], ys[k, mine], ws[k, mine])
+        losses.append(float(loss))
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref.params), strict=True):
+        local = np.asarray(a.addressable_data(0))
+        np.testing.assert_allclose(local, np.asarray(b), rtol=0, atol=K * lr * 1e-3)
+    local = parallel.local_copy(state)               # for evaluation, checkpoints
+    assert local.params.head.kernel.sharding.is_fully_addressable
+    jax.random.fold_in(local.key, 1)                 # a usable local key
+    print("ok", pid, flush=True)
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_as_one():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1"}
+    env.pop("XLA_FLAGS", None)
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, port, str(pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for pid in (0, 1)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=150))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for pid, (proc, (out, err)) in enumerate(zip(procs, outputs, strict=True)):
+        lines = out.strip().splitlines()  # gloo prints its own lines too
+        assert proc.returncode == 0 and lines[-1:] == [f"ok {pid}"], err[-3000:]
