@@ -334,8 +334,8 @@ def load_keras(
     if isinstance(path_or_model, str | os.PathLike):
         if path.suffix != ".keras":
             raise ValueError(
-                f"load_keras reads Keras 3 '.keras' files, got {path.name!r}; load other formats "
-                "with keras.saving.load_model and pass the model"
+                f"load_keras reads Keras 3 '.keras' and HDF5 '.h5' files, got {path.name!r}; "
+                "load other formats with keras.saving.load_model and pass the model"
             )
         model = keras.saving.load_model(path, compile=False, custom_objects=custom_objects)
     else:

@@ -420,7 +420,11 @@ def load_keras_h5(
             full-model file it replaces the stored config (the weights are still checked).
     """
     h5py = _h5py()
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"load_keras: {os.fspath(path)!r} is not an HDF5 file ({err})") from None
+    with f:
         if "layers" in f and "layer_names" not in f.attrs:
             if config is None:
                 raise ValueError(
