@@ -286,3 +286,31 @@ def test_unsupported_layer_is_named(tmp_path, rng):
     write_keras2_h5(tmp_path / "m.h5", model_config, layer_weights)
     with pytest.raises(ValueError, match=r"'gru_1'.*GRU"):
         load_keras(tmp_path / "m.h5")
+
+
+def test_tf_keras_functional_model(tmp_path, rng):
+    """tf.keras 2.x saves a functional chain as class "Functional" with inbound_nodes."""
+    model_config, layer_weights, predict = _seed_case(rng, tf=True, version="2.11.0")
+    layers = model_config["config"]["layers"]
+    previous = None
+    for layer in layers:
+        layer["name"] = layer["config"]["name"]
+        layer["inbound_nodes"] = [] if previous is None else [[[previous, 0, 0, {}]]]
+        previous = layer["name"]
+    functional = {
+        "class_name": "Functional",
+        "config": {
+            "name": "model",
+            "layers": layers,
+            "input_layers": [[layers[0]["name"], 0, 0]],
+            "output_layers": [[previous, 0, 0]],
+        },
+    }
+    write_keras2_h5(tmp_path / "f.h5", functional, layer_weights, version="2.11.0")
+    config, params = load_keras(tmp_path / "f.h5")
+    x = rng.normal(size=(2, 5, 1)).astype(np.float32)
+    np.testing.assert_allclose(jlstm.apply(params, x, config), predict(x), atol=TOL, rtol=TOL)
+    layers[2]["inbound_nodes"] = [[[layers[0]["name"], 0, 0, {}]]]  # skips a layer
+    write_keras2_h5(tmp_path / "g.h5", functional, layer_weights, version="2.11.0")
+    with pytest.raises(ValueError, match="single chains"):
+        load_keras(tmp_path / "g.h5")
