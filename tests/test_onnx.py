@@ -74,7 +74,9 @@ def _random_stack(seed):
     )
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    "seed", [0, 1, *(pytest.param(s, marks=pytest.mark.slow) for s in range(2, 6))]
+)
 def test_random_stacks(seed):
     _check(_random_stack(seed), seed=seed)
 
