@@ -135,3 +135,17 @@ def test_refuses_what_onnx_cannot_express(overrides, lengths, option):
     params = jlstm.init_params(jax.random.key(0), cfg)
     with pytest.raises(ValueError, match=option):
         to_onnx(cfg, params, seq_lengths=lengths)
+
+
+def test_float64_with_the_reference_evaluator():
+    """float64 is valid ONNX (onnxruntime's LSTM kernel is float32 only)."""
+    with jax.enable_x64(True):
+        cfg = C(
+            input_size=2, layer_sizes=(3, 2), bidirectional=(True, False), param_dtype="float64"
+        )
+        params = _random_params(cfg, 0)
+        x = np.random.default_rng(0).normal(size=(2, 4, 2))
+        model = to_onnx(cfg, params)
+        got = ReferenceEvaluator(model).run(None, {"x": x})[0]
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, jlstm.apply(params, x, cfg), atol=1e-12, rtol=1e-12)

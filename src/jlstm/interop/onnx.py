@@ -11,6 +11,9 @@
   (and ``mask_value``, a Keras ``Masking`` layer) cannot be expressed and are refused;
 * output ``y`` ``(batch, O)``, or ``(batch, steps, O)`` with ``return_sequences``.
 
+float32 and float64 models are valid ONNX; onnxruntime's ``LSTM`` kernel runs float32
+only (``onnx.reference`` runs both).
+
 Weights: ONNX's gate order is ``i, o, f, c`` against Keras' ``i, f, c, o``;
 ``W = kernel.T`` ``[dirs, 4H, D]``, ``R = recurrent_kernel.T`` ``[dirs, 4H, H]``, and
 ``B`` ``[dirs, 8H]`` holds the Keras bias in its input half and zeros in its
