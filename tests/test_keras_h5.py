@@ -314,3 +314,37 @@ def test_tf_keras_functional_model(tmp_path, rng):
     write_keras2_h5(tmp_path / "g.h5", functional, layer_weights, version="2.11.0")
     with pytest.raises(ValueError, match="single chains"):
         load_keras(tmp_path / "g.h5")
+
+
+def test_keras2_masking_model(tmp_path, rng):
+    """Masking(batch_input_shape=...) first, as Keras 2.2 writes it; any mask pattern."""
+    cell = _cell_weights(rng, 2, 3)
+    head = [rng.normal(size=(3, 1)).astype(np.float32), rng.normal(size=(1,)).astype(np.float32)]
+    masking = {
+        "class_name": "Masking",
+        "config": {
+            "name": "masking_1",
+            "trainable": True,
+            "batch_input_shape": [None, None, 2],
+            "dtype": "float32",
+            "mask_value": 0.0,
+        },
+    }
+    layers_cfg = [masking, _lstm_config("lstm_1", 3), _dense_config("dense_1", 1)]
+    names = ("kernel:0", "recurrent_kernel:0", "bias:0")
+    layer_weights = [
+        ("masking_1", []),
+        ("lstm_1", [(f"lstm_1/{n}", a) for n, a in zip(names, cell, strict=True)]),
+        ("dense_1", [("dense_1/kernel:0", head[0]), ("dense_1/bias:0", head[1])]),
+    ]
+    model_config = {"class_name": "Sequential", "config": {"name": "s", "layers": layers_cfg}}
+    write_keras2_h5(tmp_path / "m.h5", model_config, layer_weights)
+    config, params = load_keras(tmp_path / "m.h5")
+    assert config.mask_value == 0.0
+    x = rng.normal(size=(3, 6, 2)).astype(np.float32)
+    x[0, 4:] = 0.0  # right padding
+    x[1, 1] = 0.0  # a hole
+    mask = np.any(x != 0.0, axis=-1)
+    _, h, _ = ref.lstm_layer(*cell, x, mask=mask, ract="hard_sigmoid_keras2")
+    want = h @ head[0] + head[1]
+    np.testing.assert_allclose(jlstm.apply(params, x, config), want, atol=TOL, rtol=TOL)
