@@ -261,7 +261,7 @@ def test_unsupported_functional_graphs_and_files(tmp_path):
     with pytest.raises(ValueError, match="not an HDF5 file"):
         load_keras(tmp_path / "model.h5")
     (tmp_path / "model.tflite").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"'\.keras' files"):
+    with pytest.raises(ValueError, match=r"reads Keras 3 '\.keras' and HDF5"):
         load_keras(tmp_path / "model.tflite")
     with pytest.raises(ValueError, match="no Keras 3 equivalent"):
         to_keras(
