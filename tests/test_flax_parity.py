@@ -90,3 +90,69 @@ def test_gradients_match(setup):
         g_params.recurrent_kernel, cell.dense_h.kernel[...], atol=TOL, rtol=TOL
     )
     np.testing.assert_allclose(g_params.bias, cell.dense_h.bias[...], atol=TOL, rtol=TOL)
+
+
+@pytest.mark.parametrize("kind", ["optimized", "lstm"])
+def test_both_cell_kinds_with_activations(setup, kind):
+    """nnx.LSTMCell (per-gate layout) and OptimizedLSTMCell, non-default activations."""
+    params, x = setup
+    cell = to_flax_cell(params, kind=kind, activation="relu", recurrent_activation="hard_sigmoid")
+    with pytest.raises(ValueError, match="with_activations=True"):
+        from_flax_cell(cell)
+    back, acts = from_flax_cell(cell, with_activations=True)
+    assert acts == {"activation": "relu", "recurrent_activation": "hard_sigmoid"}
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    y_flax = nnx.RNN(cell)(x)
+    y = jlstm.lstm_layer(params, x, return_sequences=True, **acts)
+    np.testing.assert_allclose(y, y_flax, atol=TOL, rtol=TOL)
+
+
+def test_fresh_lstm_cell_and_refusals():
+    cell = nnx.LSTMCell(D, H, rngs=nnx.Rngs(0))
+    params = from_flax_cell(cell)
+    x = jnp.ones((2, 3, D))
+    np.testing.assert_allclose(
+        jlstm.lstm_layer(params, x, return_sequences=True), nnx.RNN(cell)(x), atol=TOL, rtol=TOL
+    )
+    with pytest.raises(ValueError, match="gelu"):
+        from_flax_cell(nnx.OptimizedLSTMCell(D, H, activation_fn=jax.nn.gelu, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="GRUCell"):
+        from_flax_cell(nnx.GRUCell(D, H, rngs=nnx.Rngs(0)))
+
+
+def test_lstm_model_trains_in_an_nnx_loop(rng):
+    """A whole jlstm model in an nnx.Optimizer loop: gradients equal jax.grad of
+    jlstm.apply, and the loss goes down."""
+    import optax
+
+    from jlstm.interop.flax import LSTMModel
+
+    config = jlstm.ModelConfig(input_size=2, layer_sizes=(8, 4), bidirectional=(True, False))
+    model = LSTMModel(config, rngs=nnx.Rngs(0))
+    x = jnp.asarray(rng.normal(size=(16, 5, 2)), jnp.float32)
+    y = jnp.sum(x, axis=(1, 2))[:, None] / 5
+
+    def loss_fn(m):
+        return jnp.mean((m(x) - y) ** 2)
+
+    def jlstm_loss(p):
+        return jnp.mean((jlstm.apply(p, x, config) - y) ** 2)
+
+    grads = nnx.grad(loss_fn)(model)
+    want = jax.grad(jlstm_loss)(model.params)
+    got = jax.tree.leaves(grads)  # the weights' gradients, in ModelParams leaf order
+    for a, b in zip(got, jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer)) for _ in range(15)]
+    assert losses[-1] < 0.7 * losses[0]
+    assert isinstance(model.params, jlstm.ModelParams)

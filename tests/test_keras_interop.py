@@ -258,8 +258,11 @@ def test_unsupported_functional_graphs_and_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="no Keras model file"):
         load_keras(tmp_path / "missing.keras")
     (tmp_path / "model.h5").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"'\.keras' files"):
+    with pytest.raises(ValueError, match="not an HDF5 file"):
         load_keras(tmp_path / "model.h5")
+    (tmp_path / "model.tflite").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"reads Keras 3 '\.keras' and HDF5"):
+        load_keras(tmp_path / "model.tflite")
     with pytest.raises(ValueError, match="no Keras 3 equivalent"):
         to_keras(
             jlstm.ModelConfig(activation="hard_sigmoid_keras2"),

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 import jlstm
-from jlstm.interop.pytorch import from_torch_lstm, to_torch_lstm
+from jlstm.interop.pytorch import (
+    from_torch,
+    from_torch_linear,
+    from_torch_lstm,
+    to_torch,
+    to_torch_linear,
+    to_torch_lstm,
+    to_torch_modules,
+)
 
 torch.set_num_threads(1)
 TOL = 1e-5
@@ -142,6 +150,73 @@ def test_export_to_torch_round_trip():
 
 def test_unsupported_torch_features_are_named():
     with pytest.raises(ValueError, match="proj_size"):
-        from_torch_lstm(torch.nn.LSTM(3, 6, proj_size=2))
-    with pytest.raises(ValueError, match="bidirectional"):
-        from_torch_lstm(torch.nn.LSTM(3, 6, bidirectional=True))
+        from_torch(torch.nn.LSTM(3, 6, proj_size=2))
+    with pytest.raises(ValueError, match="GRU"):
+        from_torch([torch.nn.GRU(3, 6)])
+    cells = (
+        jlstm.init_cell_params(jax.random.key(0), 3, 4),
+        jlstm.init_cell_params(jax.random.key(1), 4, 2),
+    )
+    with pytest.raises(ValueError, match="to_torch_modules"):
+        to_torch(cells)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_bidirectional_multilayer_module(batch_first):
+    """nn.LSTM(num_layers=2, bidirectional=True) == jlstm concat-bidirectional stack."""
+    torch.manual_seed(3)
+    module = torch.nn.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=batch_first)
+    linear = torch.nn.Linear(10, 2)
+    x = np.random.default_rng(3).normal(size=(4, 6, 3)).astype(np.float32)
+    with torch.no_grad():
+        xt = torch.tensor(x if batch_first else x.transpose(1, 0, 2))
+        y_t, _ = module(xt)
+        y_t = linear(y_t if batch_first else y_t.transpose(0, 1)).numpy()
+    layers = from_torch(module)
+    assert all(isinstance(p, jlstm.BidirectionalParams) for p in layers)
+    config = jlstm.ModelConfig(
+        input_size=3, layer_sizes=(5, 5), output_size=2, bidirectional=True, return_sequences=True
+    )
+    params = jlstm.ModelParams(layers, from_torch_linear(linear))
+    np.testing.assert_allclose(jlstm.apply(params, x, config), y_t, atol=TOL, rtol=TOL)
+    back = to_torch(layers, batch_first=batch_first)
+    for name, value in module.state_dict().items():
+        if "bias" not in name:
+            np.testing.assert_array_equal(back.state_dict()[name].numpy(), value.numpy())
+    with torch.no_grad():
+        y_back, _ = back(xt)
+        y_orig, _ = module(xt)
+    np.testing.assert_allclose(y_back.numpy(), y_orig.numpy(), atol=1e-6)
+
+
+def test_seed_stack_as_modules_and_float64():
+    """The seed's 64 -> 32 -> 16 -> Dense(1) as three modules and a Linear, in float64."""
+    with jax.enable_x64(True):
+        config = jlstm.ModelConfig(param_dtype="float64")
+        params = jlstm.init_params(jax.random.key(0), config)
+        params = jax.tree.map(lambda a: a + 0.1, params)  # nonzero biases
+        modules = to_torch_modules(params.layers)
+        linear = to_torch_linear(params.head)
+        assert [m.hidden_size for m in modules] == [64, 32, 16]
+        assert modules[0].weight_ih_l0.dtype == torch.float64
+        x = np.random.default_rng(0).normal(size=(3, 5, 1))
+        with torch.no_grad():
+            h = torch.tensor(x)
+            for m in modules:
+                h, _ = m(h)
+            y_t = linear(h[:, -1]).numpy()
+        np.testing.assert_allclose(jlstm.apply(params, x, config), y_t, atol=1e-12, rtol=1e-12)
+        layers = from_torch(modules)
+        assert layers[0].kernel.dtype == jnp.float64
+        for a, b in zip(jax.tree.leaves(layers), jax.tree.leaves(params.layers), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_bias_split_trains_twice_as_fast_in_torch():
+    """What the README states: both PyTorch biases get the gradient of their sum."""
+    cell = jlstm.init_cell_params(jax.random.key(0), 2, 3, bias_initializer="random_normal")
+    module = to_torch(cell)
+    assert not module.bias_hh_l0.detach().any()
+    x = torch.ones(1, 4, 2)
+    module(x)[0].sum().backward()
+    np.testing.assert_array_equal(module.bias_ih_l0.grad.numpy(), module.bias_hh_l0.grad.numpy())

@@ -294,7 +294,7 @@ def _collapse(values: list):
 
 
 def load_keras(
-    path_or_model, *, custom_objects: dict | None = None
+    path_or_model, *, custom_objects: dict | None = None, config: ModelConfig | None = None
 ) -> tuple[ModelConfig, ModelParams]:
     """Read a Keras 3 LSTM model into jlstm.
 
@@ -302,6 +302,13 @@ def load_keras(
         path_or_model: a path to a ``.keras`` file (Keras 3's zip format, loaded with
             ``safe_mode``), or a built ``keras.Model`` (``Sequential`` or functional).
         custom_objects: passed to ``keras.saving.load_model`` for a path.
+        config: for HDF5 files: the ``ModelConfig`` of a weights-only file (Keras 2
+            ``save_weights("w.h5")`` or Keras 3 ``"m.weights.h5"``).
+
+    A ``.h5`` / ``.hdf5`` path is read with h5py, without Keras
+    (``jlstm.interop.keras_h5``): full models saved by Keras 2.x and tf.keras 2.x
+    (``keras_version < 3`` makes ``hard_sigmoid`` Keras 2's ``0.2 x + 0.5``, loaded as
+    ``"hard_sigmoid_keras2"``), and weights files given ``config``.
 
     Returns:
         ``(config, params)``: ``jlstm.apply(params, x, config)`` predicts what the Keras
@@ -315,15 +322,20 @@ def load_keras(
     """
     import jax.numpy as jnp
 
-    keras = _keras()
     if isinstance(path_or_model, str | os.PathLike):
         path = Path(path_or_model)
         if not path.is_file():
             raise FileNotFoundError(f"load_keras: no Keras model file at {str(path)!r}")
+        if path.suffix in (".h5", ".hdf5"):
+            from .keras_h5 import load_keras_h5
+
+            return load_keras_h5(path, config)
+    keras = _keras()
+    if isinstance(path_or_model, str | os.PathLike):
         if path.suffix != ".keras":
             raise ValueError(
-                f"load_keras reads Keras 3 '.keras' files, got {path.name!r}; load other formats "
-                "with keras.saving.load_model and pass the model"
+                f"load_keras reads Keras 3 '.keras' and HDF5 '.h5' files, got {path.name!r}; "
+                "load other formats with keras.saving.load_model and pass the model"
             )
         model = keras.saving.load_model(path, compile=False, custom_objects=custom_objects)
     else:
