@@ -9,11 +9,27 @@ import sys
 import numpy as np
 import pytest
 
+from jlstm import checkpoint, fileio
 from jlstm.cli import main
 from jlstm.data import load_dataset
 
 # Small and quick: one 8-unit layer, a few epochs (the full default run is in the slow tier).
 FAST = ["--layers", "8", "--epochs", "3", "--quiet"]
+
+
+def _recover_stand_in(path):
+    def complete(d):
+        return all(os.path.isfile(os.path.join(d, f)) for f in ("config.json", "arrays.npz"))
+
+    return fileio.recover_dir(path, complete=complete)
+
+
+@pytest.fixture(autouse=True)
+def _recover_until_merged(monkeypatch):
+    # TEMPORARY: `jlstm.checkpoint.recover(path) -> bool` comes from the hardening branch;
+    # until it is merged the tests run with this stand-in. Delete the fixture after the merge.
+    if not hasattr(checkpoint, "recover"):
+        monkeypatch.setattr(checkpoint, "recover", _recover_stand_in, raising=False)
 
 
 def run(capsys, *argv):
@@ -49,6 +65,7 @@ def trained_run(tmp_path_factory):
 
 def test_train_writes_every_output(trained_run, capsys):
     files = sorted(os.listdir(trained_run))
+    assert files.pop(0) == fileio.LOCK_FILE  # the run directory's lock (held while training)
     assert files == [
         "checkpoint",
         "forecast.png",
@@ -140,7 +157,7 @@ def test_user_csv_with_covariates_direct_horizon_and_toml(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text(
         # A relative data path is relative to the config file, not to the working directory.
-        f'data = "{data.name}"\ntarget = "sales"\ncovariates = ["promo"]\n'
+        f'[data]\ndata = "{data.name}"\ntarget = "sales"\ncovariates = ["promo"]\n'
         '[features]\nhorizon = 2\ndelta = true\ncalendar = ["month"]\n'
         "[model]\nlayers = [8]\n[train]\nepochs = 2\n"
     )
@@ -209,14 +226,14 @@ def bad_files(tmp_path):
         (["--data", "{constant}"], "constant"),
         (["--data", "{good}", "--log", "--val-size", "50"], "too short"),
         (["--dataset", "nile", "--target", "x"], "fixed columns"),
-        (["--steps", "0"], "--steps must be >= 1"),
+        (["--steps", "0"], "--steps must be a positive integer"),
         (["--lr", "abc"], "--lr must be a number"),
         (["--lr", "-1"], "--lr must be > 0"),
         (["--val-size", "1.5"], "--val-size must be a row count"),
-        (["--scaler", "robust"], "--scaler must be one of"),
+        (["--scaler", "robust"], "--scaler: unknown scaler 'robust'"),
         (["--layers", "8,x"], "--layers must be an integer"),
-        (["--dropout", "1"], "--dropout must be < 1"),
-        (["--calendar", "moon"], "--calendar must be one of"),
+        (["--dropout", "1"], "--dropout must be in [0, 1)"),
+        (["--calendar", "moon"], "--calendar: unknown calendar feature 'moon'"),
         (["--season", "200"], "--season 200 is longer than the data"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--config", "{tmp}/none.toml"], "does not exist"),
