@@ -33,7 +33,7 @@ from ..experiment import (
     TrainingInterrupted,
 )
 from . import commands
-from .options import BY_NAME, UsageError, _int, add_options
+from .options import BY_NAME, UsageError, add_options, parse_int
 
 __all__ = ["build_parser", "main"]
 
@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _steps_ahead(text: str) -> int:
     try:
-        value = _int(text, MAX_FORECAST)
+        value = parse_int(text, MAX_FORECAST)
         if value < 1:
             raise ValueError(f"must be >= 1, got {value}")
     except ValueError as err:

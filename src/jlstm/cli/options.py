@@ -42,7 +42,7 @@ class UsageError(Exception):
 # -- text -> value (syntax only; ranges are the configs' business) --------------------------
 
 
-def _int(text, maximum: int = MAX_INT) -> int:
+def parse_int(text, maximum: int = MAX_INT) -> int:
     if isinstance(text, bool):
         raise ValueError("must be an integer")
     if isinstance(text, str):
@@ -60,7 +60,7 @@ def _int(text, maximum: int = MAX_INT) -> int:
 
 
 def _seed(text) -> int:
-    return _int(text, MAX_SEED)
+    return parse_int(text, MAX_SEED)
 
 
 def _float(text) -> float:
@@ -77,7 +77,7 @@ def _size(text) -> int | float:
     if isinstance(text, int | float) and not isinstance(text, bool):
         return text
     try:
-        return _int(text)
+        return parse_int(text)
     except ValueError:
         try:
             return float(text)
@@ -188,15 +188,15 @@ OPTIONS = (
     Option("fill", _text, f"missing values: {_choices(FILL_POLICIES)}", "POLICY"),
     Option(
         "season",
-        _int,
+        parse_int,
         "seasonal period of the seasonal-naive baseline and MASE (default: the dataset's, or "
         "from the dates: monthly 12, weekly 52, ...)",
         "N",
     ),
     # features
-    Option("steps", _int, "past rows per input window (default 4)", "N"),
-    Option("horizon", _int, "rows forecast per window (> 1: direct multi-output head)", "N"),
-    Option("stride", _int, "rows between windows", "N"),
+    Option("steps", parse_int, "past rows per input window (default 4)", "N"),
+    Option("horizon", parse_int, "rows forecast per window (> 1: direct multi-output head)", "N"),
+    Option("stride", parse_int, "rows between windows", "N"),
     Option("val_size", _size, "validation rows before the test rows (count or fraction)", "SIZE"),
     Option("test_size", _size, "test rows at the end: a count or a fraction", "SIZE"),
     Option("scaler", _text, f"{_choices(SCALERS)} (fitted on the training rows)", "KIND"),
@@ -209,21 +209,21 @@ OPTIONS = (
         "LIST",
     ),
     # model
-    Option("layers", _list(_int), "LSTM sizes, bottom-up (default 64,32,16)", "H,H,..."),
+    Option("layers", _list(parse_int), "LSTM sizes, bottom-up (default 64,32,16)", "H,H,..."),
     Option("dropout", _float, "input dropout of every LSTM layer", "RATE"),
     Option("recurrent_dropout", _float, "recurrent dropout of every LSTM layer", "RATE"),
     # train
-    Option("epochs", _int, "maximum epochs (default 300)", "N"),
-    Option("batch_size", _int, "windows per step (default 16)", "N"),
+    Option("epochs", parse_int, "maximum epochs (default 300)", "N"),
+    Option("batch_size", parse_int, "windows per step (default 16)", "N"),
     Option("lr", _float, "learning rate (default 1e-3)", "RATE"),
     Option("optimizer", _text, _choices(OPTIMIZERS), "NAME"),
     Option("schedule", _text, f"learning-rate schedule: {_choices(SCHEDULES)}", "NAME"),
-    Option("warmup_epochs", _int, "warm-up epochs of warmup_cosine", "N"),
+    Option("warmup_epochs", parse_int, "warm-up epochs of warmup_cosine", "N"),
     Option("clip_norm", _optional(_float), "clip gradients to this global norm", "NORM"),
     Option("loss", _text, _choices(LOSSES), "NAME"),
-    Option("patience", _optional(_int), "early-stopping patience (0: none; default 50)", "N"),
+    Option("patience", _optional(parse_int), "early-stopping patience (0: none; default 50)", "N"),
     Option("seed", _seed, "seed of the weights, batch order and dropout (0 .. 2**63-1)", "N"),
-    Option("checkpoint_every", _int, "save the checkpoint every N epochs (default 10)", "N"),
+    Option("checkpoint_every", parse_int, "save the checkpoint every N epochs (default 10)", "N"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 assert set(BY_NAME) == set(Settings.names()), "every setting has a flag"
