@@ -364,7 +364,7 @@ def _no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started although the run could not be written")
 
-    monkeypatch.setattr("jlstm.experiment.fit", refuse)
+    monkeypatch.setattr("jlstm.experiment.runs.fit", refuse)
 
 
 def test_a_locked_run_directory_is_refused_and_the_lock_file_does_not_count(tmp_path, capsys):
@@ -417,9 +417,9 @@ def test_a_full_disk_after_training_is_one_line_and_leaves_no_temporary_files(
 ):
     import errno
 
-    import jlstm.experiment
+    from jlstm.experiment import runs
 
-    real_fit = jlstm.experiment.fit
+    real_fit = runs.fit
 
     def fit_then_fill_the_disk(*args, **kwargs):
         state = real_fit(*args, **kwargs)
@@ -430,7 +430,7 @@ def test_a_full_disk_after_training_is_one_line_and_leaves_no_temporary_files(
         monkeypatch.setattr(fileio.os, "fsync", full)
         return state
 
-    monkeypatch.setattr(jlstm.experiment, "fit", fit_then_fill_the_disk)
+    monkeypatch.setattr(runs, "fit", fit_then_fill_the_disk)
     out = tmp_path / "run"
     assert_usage_error(capsys, ["train", "--out", str(out), *FAST], "No space left on device")
     leftovers = [n for n in os.listdir(out) if ".tmp-" in n]
@@ -472,7 +472,7 @@ def test_an_interrupt_before_the_first_checkpoint_does_not_suggest_resume(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("jlstm.experiment.fit", interrupted)
+    monkeypatch.setattr("jlstm.experiment.runs.fit", interrupted)
     out = tmp_path / "run"
     status, _, err = run(capsys, "train", "--out", str(out), *FAST)
     assert status == 130
@@ -509,7 +509,7 @@ def test_non_finite_forecasts_end_with_one_line_and_status_1(
     def nan_forecast(params, config, pipeline, windows):
         return np.full((len(windows.x), 1, 1), np.nan)
 
-    monkeypatch.setattr("jlstm.experiment.one_step", nan_forecast)
+    monkeypatch.setattr("jlstm.experiment.runs.one_step", nan_forecast)
     status, out, err = run(capsys, "evaluate", str(trained_run))
     assert status == 1 and "not finite" in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
@@ -519,7 +519,7 @@ def test_non_finite_forecasts_end_with_one_line_and_status_1(
     def nan_recursive(params, config, pipeline, series, n):
         return np.full((n, 1), np.inf)
 
-    monkeypatch.setattr("jlstm.experiment.recursive", nan_recursive)
+    monkeypatch.setattr("jlstm.experiment.runs.recursive", nan_recursive)
     status, out, err = run(capsys, "predict", str(trained_run), "-n", "3")
     assert status == 1 and "not finite" in err and out == ""
 
