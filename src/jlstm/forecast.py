@@ -33,14 +33,12 @@ def predict_windows(params: ModelParams, config: ModelConfig, x: np.ndarray) -> 
     Runs in chunks of the fixed ``jlstm.train.EVAL_BUCKETS`` sizes (the last one
     padded), so any ``N`` reuses at most one compiled program per bucket.
     """
-    x = jnp.asarray(x, config.param_dtype)
+    x = np.asarray(x, jnp.zeros((), config.param_dtype).dtype)  # padded on the host
     out = [
-        apply(params, pad_rows(x[start:stop], size), config)[: stop - start]
+        np.asarray(apply(params, pad_rows(x[start:stop], size), config))[: stop - start]
         for start, stop, size in eval_buckets(len(x))
     ]
-    if not out:
-        return np.zeros((0, config.output_size), config.param_dtype)
-    return np.asarray(jnp.concatenate(out))
+    return np.concatenate(out) if out else np.zeros((0, config.output_size), x.dtype)
 
 
 def one_step(

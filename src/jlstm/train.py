@@ -344,11 +344,14 @@ def eval_buckets(n: int) -> Iterator[tuple[int, int, int]]:
 
 
 def pad_rows(a, size: int):
-    """``a`` padded along axis 0 to ``size`` rows with copies of its first row."""
-    a = jnp.asarray(a)
+    """``a`` padded along axis 0 to ``size`` rows with copies of its first row.
+
+    NumPy in, NumPy out (no device program); a JAX array is padded on the device.
+    """
+    xp = np if isinstance(a, np.ndarray) else jnp
     if len(a) == size:
         return a
-    return jnp.concatenate([a, jnp.broadcast_to(a[:1], (size - len(a), *a.shape[1:]))])
+    return xp.concatenate([a, xp.broadcast_to(a[:1], (size - len(a), *a.shape[1:]))])
 
 
 class FitState(NamedTuple):
@@ -396,7 +399,9 @@ def shuffle_key(seed: int) -> Array:
     return jax.random.fold_in(jax.random.key(seed), 0x5EED)
 
 
+@jax.jit
 def _copy(tree):
+    """A device copy of a pytree, one program (buffers that donation will not consume)."""
     return jax.tree.map(jnp.copy, tree)
 
 
@@ -446,16 +451,18 @@ def fit(
     Raises:
         FloatingPointError: the monitored loss is not finite.
     """
-    dtype = jnp.dtype(config.param_dtype)
-    x_train, y_train = _to_device(train_data, config, "train", dtype)
+    # Under float64 without jax_enable_x64 JAX holds float32: ask it which dtype it will use.
+    dtype = jnp.zeros((), config.param_dtype).dtype
+    x_train, y_train = _to_host(train_data, config, "train", dtype)
     n = len(x_train)
     if n == 0:
         raise ValueError("no training windows: the training split is shorter than one window")
+    x_train, y_train = jax.device_put((x_train, y_train))  # once, for the whole run
     val_chunks = None
     if val_data is not None:
-        x_val, y_val = _to_device(val_data, config, "validation", dtype)
+        x_val, y_val = _to_host(val_data, config, "validation", dtype)
         if len(x_val):
-            val_chunks = _eval_chunks(x_val, y_val, dtype)
+            val_chunks = _eval_chunks(x_val, y_val)
     batch = min(cfg.batch_size, n)
     steps_per_epoch = -(-n // batch)
     # Fields that do not change the compiled programs are normalised so that runs differing
@@ -476,16 +483,15 @@ def fit(
     if progress is True:
         progress = _print_epoch
     order_key = shuffle_key(cfg.seed)
+    first = state.epoch
 
     train, epoch, best_params, best_loss, best_epoch, bad, stopped, history = state
     history = list(history)
     while epoch < cfg.epochs and not stopped:
         started = time.perf_counter()
-        if on_epoch_end is not None or epoch == state.epoch:
+        if on_epoch_end is not None or epoch == first:
             train = _copy(train)  # the caller's snapshots (and the input state) stay valid
-        train, loss_sum, lr = run_epoch(
-            train, x_train, y_train, jax.random.fold_in(order_key, epoch)
-        )
+        train, loss_sum, lr = run_epoch(train, x_train, y_train, order_key, epoch)
         val_sum = val_count = None
         if val_chunks is not None:
             parts = [eval_fn(train.params, chunk) for chunk in val_chunks]
@@ -529,12 +535,13 @@ def fit(
     return state
 
 
-def _eval_chunks(x: Array, y: Array, dtype) -> list[Batch]:
+def _eval_chunks(x: np.ndarray, y: np.ndarray) -> list[Batch]:
     """The validation windows as padded ``Batch``es of ``EVAL_BUCKETS`` sizes, on the device."""
     chunks = []
     for start, stop, size in eval_buckets(len(x)):
-        w = jnp.zeros((size,), dtype).at[: stop - start].set(1)
-        chunks.append(Batch(pad_rows(x[start:stop], size), pad_rows(y[start:stop], size), w))
+        w = (np.arange(size) < stop - start).astype(x.dtype)
+        chunk = Batch(pad_rows(x[start:stop], size), pad_rows(y[start:stop], size), w)
+        chunks.append(jax.device_put(chunk))
     return chunks
 
 
@@ -549,11 +556,11 @@ def _programs(
     dtype = jnp.dtype(config.param_dtype)
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def run_epoch(state: TrainState, x, y, key):
+    def run_epoch(state: TrainState, x, y, order_key, epoch):
         """One epoch: shuffle on the device, gather equal batches, scan the step over them."""
         n = x.shape[0]
         total = steps_per_epoch * batch
-        order = jax.random.permutation(key, n)
+        order = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
         # The last batch is padded with row 0 at weight 0.
         idx = jnp.zeros((total,), order.dtype).at[:n].set(order).reshape(steps_per_epoch, batch)
         w = (jnp.arange(total) < n).astype(dtype).reshape(steps_per_epoch, batch)
@@ -568,10 +575,11 @@ def _programs(
     return optimizer, run_epoch, make_eval_loss(config, loss=cfg.loss)
 
 
-def _to_device(data, config: ModelConfig, name: str, dtype) -> tuple[Array, Array]:
+def _to_host(data, config: ModelConfig, name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` as NumPy arrays of ``dtype``, ``y`` flattened to ``(N, O)``, shapes checked."""
     x, y = data
-    x = jnp.asarray(x, dtype)
-    y = jnp.asarray(y, dtype).reshape(len(y), -1)
+    x = np.asarray(x, dtype)
+    y = np.asarray(y, dtype).reshape(len(y), -1)
     if x.ndim != 3 or x.shape[-1] != config.input_size:
         raise ValueError(
             f"{name} inputs must be (N, steps, {config.input_size}) for this model, got {x.shape}"
