@@ -604,6 +604,17 @@ def test_toml_keys_live_in_their_table_once(toml, match, tmp_path, capsys):
     )
 
 
+def test_a_flag_over_a_config_value_is_said_not_silent(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text("[train]\nepochs = 2\n")
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(config), "--out", str(out), "--layers", "8", "--epochs", "3"]
+    status, _, err = run(capsys, *argv, "--quiet", "--no-plot")
+    assert status == 0
+    assert f"note: --epochs 3 overrides [train] epochs = 2 from {config}" in err
+    assert len(json.loads((out / "history.json").read_text())) == 3
+
+
 def _console():
     script = os.path.join(os.path.dirname(sys.executable), "jlstm")
     return [script] if os.path.exists(script) else [sys.executable, "-m", "jlstm.cli"]

@@ -36,7 +36,7 @@ def _title(report, split: str) -> str:
 
 
 def train(args: argparse.Namespace) -> int:
-    given = given_settings(args)
+    given = given_settings(args, note=lambda message: print(message, file=sys.stderr))
     settings = None if args.resume else Settings.resolve(given)
     result = run_training(
         settings,

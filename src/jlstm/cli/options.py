@@ -313,10 +313,22 @@ def read_toml(path: str) -> dict[str, Any]:
     return flat
 
 
-def given_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Settings given in ``--config`` and as flags (flags win), already checked."""
+def given_settings(args: argparse.Namespace, *, note=None) -> dict[str, Any]:
+    """Settings given in ``--config`` and as flags (flags win), already checked.
+
+    ``note(message)`` is told about each flag that overrides a value of the file, so that
+    a setting given twice is never silently replaced.
+    """
     given = read_toml(args.config) if args.config else {}
     flags = {name: value for name, value in vars(args).items() if name in BY_NAME}
+    if note is not None:
+        for name in sorted(set(given) & set(flags)):
+            if given[name] != flags[name]:
+                opt = BY_NAME[name]
+                note(
+                    f"note: {opt.flag} {flags[name]!r} overrides [{opt.group}] {name} = "
+                    f"{given[name]!r} from {args.config}"
+                )
     if "data" in flags and "dataset" not in flags:
         given.pop("dataset", None)
     if "dataset" in flags and "data" not in flags:
