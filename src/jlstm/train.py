@@ -60,6 +60,7 @@ __all__ = [
     "make_optimizer",
     "make_step",
     "make_train_step",
+    "pad_rows",
     "shuffle_key",
 ]
 
