@@ -274,6 +274,15 @@ class TrainingResult(NamedTuple):
     notes: list[str]
 
 
+def _recovered(path: str) -> bool:
+    """``checkpoint.recover(path)``; a checkpoint there that is not complete raises its reason."""
+    if checkpoint.recover(path):
+        return True
+    if os.path.isdir(path):
+        checkpoint.load_checkpoint(path)  # names what is wrong: corrupt, truncated, ...
+    return False
+
+
 def _nonempty(out: str) -> bool:
     return any(name != fileio.LOCK_FILE for name in os.listdir(out))
 
@@ -284,7 +293,7 @@ def _check_out(out: str, resume: bool) -> None:
     if resume:
         ckpt = os.path.join(out, "checkpoint")
         fileio.refuse_symlink(ckpt, "checkpoint directory")
-        if not os.path.isdir(out) or not checkpoint.recover(ckpt):
+        if not os.path.isdir(out) or not _recovered(ckpt):
             raise SettingsError(
                 "out",
                 f"nothing to resume: {out!r} has no complete checkpoint/ (start the run "
@@ -554,7 +563,7 @@ def load_run(
     if not os.path.exists(run):
         raise checkpoint.CheckpointError(f"run directory {run!r} does not exist")
     path = checkpoint_path(run)
-    if not checkpoint.recover(path):
+    if not _recovered(path):
         raise checkpoint.CheckpointError(f"no complete checkpoint in {run!r}")
     ckpt = checkpoint.load_checkpoint(path)
     try:
