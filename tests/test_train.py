@@ -189,6 +189,15 @@ def test_continuing_from_a_saved_state_is_bit_identical():
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
 
 
+def test_the_batch_order_is_the_public_epoch_order():
+    from jlstm.train import epoch_order, shuffle_key
+
+    order = np.asarray(epoch_order(shuffle_key(3), 2, 40))
+    assert sorted(order) == list(range(40))
+    batched = jax.vmap(epoch_order, (0, None, None))(jax.vmap(shuffle_key)(jnp.arange(2, 4)), 2, 40)
+    np.testing.assert_array_equal(batched[1], order)
+
+
 def test_early_stopping_restores_the_best_weights():
     cfg = TrainConfig(epochs=40, batch_size=16, learning_rate=1e-2, patience=3)
     seen = []

@@ -52,6 +52,7 @@ __all__ = [
     "FitState",
     "TrainConfig",
     "TrainState",
+    "epoch_order",
     "eval_buckets",
     "fit",
     "init_fit_state",
@@ -316,11 +317,14 @@ def make_train_step(
 
 
 def make_eval_loss(config: ModelConfig, *, loss: str = "mse"):
-    """A jitted ``(params, batch) -> (sum of w-weighted per-row losses, sum of w)``, no dropout."""
+    """A jitted ``(params, batch) -> (sum of w-weighted per-row losses, sum of w)``, no dropout.
+
+    ``batch`` is a ``Batch`` or an ``(x, y, w)`` tuple; ``evaluate(params, x, y, w)`` works too.
+    """
 
     @jax.jit
-    def evaluate(params, batch):
-        x, y, w = batch
+    def evaluate(params, *batch):
+        x, y, w = batch[0] if len(batch) == 1 else batch
         per_row = _row_losses(loss, apply(params, x, config), y)
         return jnp.sum(per_row * w), jnp.sum(w)
 
@@ -398,6 +402,15 @@ def init_fit_state(
 def shuffle_key(seed: int) -> Array:
     """The key of the batch order: epoch ``e`` uses ``permutation(fold_in(key, e), N)``."""
     return jax.random.fold_in(jax.random.key(seed), 0x5EED)
+
+
+def epoch_order(order_key: Array, epoch, n: int) -> Array:
+    """``(n,)`` int32: the order ``fit`` visits the training windows in epoch ``epoch``.
+
+    ``order_key`` is ``shuffle_key(seed)``; jittable and vmappable (an ensemble of seeds
+    reproduces each member's ``fit`` with ``vmap(epoch_order, (0, None, None))``).
+    """
+    return jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
 
 
 @jax.jit
@@ -561,7 +574,7 @@ def _programs(
         """One epoch: shuffle on the device, gather equal batches, scan the step over them."""
         n = x.shape[0]
         total = steps_per_epoch * batch
-        order = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
+        order = epoch_order(order_key, epoch, n)
         # The last batch is padded with row 0 at weight 0.
         idx = jnp.zeros((total,), order.dtype).at[:n].set(order).reshape(steps_per_epoch, batch)
         w = (jnp.arange(total) < n).astype(dtype).reshape(steps_per_epoch, batch)
