@@ -17,7 +17,7 @@ def _python_blocks(text):
 
 
 def _is_training_example(block):
-    return "fit(" in block
+    return "fit(" in block or "run_training(" in block
 
 
 def _run(block):
@@ -37,6 +37,22 @@ def test_readme_training_examples_run():
     assert blocks, "the README's forecasting example trains a model"
     for block in blocks:
         _run(block)
+
+
+def test_readme_toml_example_is_a_valid_config(tmp_path):
+    from jlstm.cli.options import read_toml
+    from jlstm.experiment import Settings
+
+    (block,) = re.findall(r"```toml\n(.*?)```", README, flags=re.S)
+    path = tmp_path / "run.toml"
+    path.write_text(block)
+    settings = Settings.resolve(read_toml(str(path)))
+    assert settings.data == str(tmp_path / "sales.csv") and settings.covariates == ("promo",)
+    assert settings.horizon == 3 and settings.layers == (32, 16) and settings.epochs == 200
+
+
+def test_readme_says_how_to_forecast_with_covariates():
+    assert "predict -n N` refuses `N` larger than the horizon" in README
 
 
 def test_ci_runs_the_readme_setup_commands():

@@ -1,6 +1,6 @@
 """jlstm.train: one compile per run, hooks inside the step, determinism, early stopping."""
 
-import io
+import dataclasses
 import math
 
 import jax
@@ -11,11 +11,11 @@ import pytest
 
 import jlstm
 from jlstm.train import (
+    EVAL_BUCKETS,
     FitState,
-    Progress,
     TrainConfig,
+    eval_buckets,
     fit,
-    history_to_csv,
     init_fit_state,
     learning_rate_schedule,
     make_eval_loss,
@@ -42,6 +42,10 @@ VAL = _data(12, 1)
 TINY = TrainConfig(epochs=6, batch_size=16, learning_rate=1e-2, patience=None)
 
 
+def _fresh(state):
+    return jax.tree.map(jnp.copy, state)
+
+
 def test_one_program_for_every_step_and_padding_rows_change_nothing():
     traces = []
 
@@ -54,20 +58,74 @@ def test_one_program_for_every_step_and_padding_rows_change_nothing():
     start = init_fit_state(CONFIG, optimizer, 0).train
     x, y = TRAIN
     ones = np.ones(16, np.float32)
-    state, _ = step(start, x[:16], y[:16], ones)
-    state, _ = step(state, x[16:32], y[16:32], ones)
+    state, _ = step(_fresh(start), (x[:16], y[:16], ones))
+    state, _ = step(state, (x[16:32], y[16:32], ones))
     # A last batch of 8 windows padded to 16 with zero-weight junk rows...
     w = np.r_[np.ones(8), np.zeros(8)].astype(np.float32)
-    padded, loss_padded = step(start, np.r_[x[:8], 100 * x[8:16]], np.r_[y[:8], -y[8:16]], w)
+    padded, loss_padded = step(
+        _fresh(start), (np.r_[x[:8], 100 * x[8:16]], np.r_[y[:8], -y[8:16]], w)
+    )
     # ...equals the same 8 windows twice (same mean loss, same gradient).
-    twice, loss_twice = step(start, np.r_[x[:8], x[:8]], np.r_[y[:8], y[:8]], ones)
+    twice, loss_twice = step(_fresh(start), (np.r_[x[:8], x[:8]], np.r_[y[:8], y[:8]], ones))
     assert len(traces) == 1 and step._cache_size() == 1
     assert int(state.step) == 2 and int(padded.step) == 1
     assert float(loss_padded) == pytest.approx(float(loss_twice), rel=1e-6)
     for a, b in zip(jax.tree.leaves(padded.params), jax.tree.leaves(twice.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    total, count = make_eval_loss(CONFIG)(start.params, np.r_[x[:8], x[8:16]], y[:16], w)
+    total, count = make_eval_loss(CONFIG)(start.params, (np.r_[x[:8], x[8:16]], y[:16], w))
     assert float(total / count) == pytest.approx(float(loss_twice), rel=1e-6)
+
+
+def test_the_step_donates_the_state_buffers():
+    optimizer = make_optimizer(TINY, 3)
+    step = make_train_step(CONFIG, optimizer, donate=True)
+    state = _fresh(init_fit_state(CONFIG, optimizer, 0).train)
+    x, y = TRAIN
+    new, _ = step(state, (x[:16], y[:16], np.ones(16, np.float32)))
+    assert state.params.head.kernel.is_deleted() and not new.params.head.kernel.is_deleted()
+
+
+def test_evaluation_buckets_are_fixed_sizes():
+    assert list(eval_buckets(0)) == []
+    assert list(eval_buckets(5)) == [(0, 5, 8)]
+    assert list(eval_buckets(1024)) == [(0, 1024, 1024)]
+    assert list(eval_buckets(2500)) == [(0, 1024, 1024), (1024, 2048, 1024), (2048, 2500, 512)]
+    sizes = {size for n in range(1, 3000, 7) for _, _, size in eval_buckets(n)}
+    assert sizes <= set(EVAL_BUCKETS)
+
+
+def test_fit_compiles_once_per_run_and_reads_the_losses_once_per_epoch():
+    from jlstm import train as train_module
+
+    fit(CONFIG, TRAIN, VAL, TINY)
+    transfers = []
+    real = jax.device_get
+
+    def counting(tree):
+        transfers.append(1)
+        return real(tree)
+
+    jax.device_get = counting
+    try:
+        fit(CONFIG, TRAIN, VAL, TINY)
+    finally:
+        jax.device_get = real
+    assert len(transfers) == TINY.epochs
+    cfg = dataclasses.replace(TINY, seed=0, patience=None, epochs=1)  # as fit normalises it
+    programs = train_module._programs(CONFIG, cfg, 3, 16, None, None)
+    assert programs[1]._cache_size() == 1
+
+
+def test_float64_models_train_in_float64():
+    with jax.enable_x64(True):
+        config = jlstm.ModelConfig(
+            input_size=2, layer_sizes=(4,), output_size=1, param_dtype="float64"
+        )
+        state = fit(config, TRAIN, VAL, TrainConfig(epochs=2, batch_size=16))
+        assert state.params.head.kernel.dtype == jnp.float64
+        assert isinstance(state.history[-1]["loss"], float)
+        # The loss is computed in float64: it differs from a float32 run beyond float32 eps.
+        assert state.train.opt_state[0].mu.head.kernel.dtype == jnp.float64
 
 
 def test_penalty_is_added_and_project_is_applied_inside_the_step():
@@ -84,8 +142,8 @@ def test_penalty_is_added_and_project_is_applied_inside_the_step():
 
     plain = make_train_step(CONFIG, optimizer)
     hooked = make_train_step(CONFIG, optimizer, penalty=l2, project=clip)
-    s_plain, loss_plain = plain(state, x, y, w)
-    s_hooked, loss_hooked = hooked(state, x, y, w)
+    s_plain, loss_plain = plain(_fresh(state), (x, y, w))
+    s_hooked, loss_hooked = hooked(_fresh(state), (x, y, w))
 
     @jax.jit
     def reference(params, after_plain):
@@ -111,9 +169,9 @@ def _leaves_equal(a, b) -> bool:
 
 
 def test_same_seed_same_result_with_dropout_and_shuffling():
-    a = fit(DROPOUT, TRAIN, VAL, TINY, progress=False)
-    b = fit(DROPOUT, TRAIN, VAL, TINY, progress=False)
-    c = fit(DROPOUT, TRAIN, VAL, TrainConfig(**{**TINY.to_dict(), "seed": 1}), progress=False)
+    a = fit(DROPOUT, TRAIN, VAL, TINY)
+    b = fit(DROPOUT, TRAIN, VAL, TINY)
+    c = fit(DROPOUT, TRAIN, VAL, TrainConfig(**{**TINY.to_dict(), "seed": 1}))
     assert _leaves_equal(a.params, b.params) and _leaves_equal(a.train, b.train)
     assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
     assert not _leaves_equal(a.params, c.params)
@@ -121,20 +179,29 @@ def test_same_seed_same_result_with_dropout_and_shuffling():
 
 
 def test_continuing_from_a_saved_state_is_bit_identical():
-    whole = fit(DROPOUT, TRAIN, VAL, TINY, progress=False)
+    whole = fit(DROPOUT, TRAIN, VAL, TINY)
     saved = []
-    fit(DROPOUT, TRAIN, VAL, TINY, on_epoch_end=saved.append, progress=False)
-    resumed = fit(DROPOUT, TRAIN, VAL, TINY, state=saved[2], progress=False)
+    fit(DROPOUT, TRAIN, VAL, TINY, on_epoch_end=saved.append)
+    resumed = fit(DROPOUT, TRAIN, VAL, TINY, state=saved[2])
     assert resumed.epoch == 6
     assert _leaves_equal(resumed.train, whole.train)
     assert _leaves_equal(resumed.params, whole.params)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
 
 
+def test_the_batch_order_is_the_public_epoch_order():
+    from jlstm.train import epoch_order, shuffle_key
+
+    order = np.asarray(epoch_order(shuffle_key(3), 2, 40))
+    assert sorted(order) == list(range(40))
+    batched = jax.vmap(epoch_order, (0, None, None))(jax.vmap(shuffle_key)(jnp.arange(2, 4)), 2, 40)
+    np.testing.assert_array_equal(batched[1], order)
+
+
 def test_early_stopping_restores_the_best_weights():
     cfg = TrainConfig(epochs=40, batch_size=16, learning_rate=1e-2, patience=3)
     seen = []
-    state = fit(DROPOUT, TRAIN, _data(12, 7), cfg, on_epoch_end=seen.append, progress=False)
+    state = fit(DROPOUT, TRAIN, _data(12, 7), cfg, on_epoch_end=seen.append)
     val = [h["val_loss"] for h in state.history]
     best = int(np.argmin(val))
     assert state.best_epoch == best + 1 and state.best_loss == val[best]
@@ -146,7 +213,6 @@ def test_early_stopping_restores_the_best_weights():
         TRAIN,
         _data(12, 7),
         TrainConfig(**{**cfg.to_dict(), "restore_best": False}),
-        progress=False,
     )
     assert _leaves_equal(last_only.params, last_only.train.params)
 
@@ -173,23 +239,26 @@ def test_optimizer_clipping_and_schedules():
 
 def test_fit_checks_shapes():
     with pytest.raises(ValueError, match=r"\(N, steps, 2\)"):
-        fit(CONFIG, (np.zeros((4, 3, 5)), np.zeros((4, 1))), None, TINY, progress=False)
+        fit(CONFIG, (np.zeros((4, 3, 5)), np.zeros((4, 1))), None, TINY)
     with pytest.raises(ValueError, match="1 values per window"):
-        fit(CONFIG, (np.zeros((4, 3, 2)), np.zeros((4, 2))), None, TINY, progress=False)
+        fit(CONFIG, (np.zeros((4, 3, 2)), np.zeros((4, 2))), None, TINY)
 
 
-def test_progress_bar_and_history_csv():
-    stream = io.StringIO()
-    bar = Progress(20, stream=stream)
-    for epoch in range(1, 21):
-        bar.update(epoch, {"loss": 0.5, "val_loss": None}, 1234.0)
-    bar.close("done")
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("epoch  1/20 [#") and "loss 0.5" in lines[0]
-    assert "1,234 win/s" in lines[0] and "val_loss" not in lines[0]
-    assert len(lines) == 12 and lines[-1] == "done"  # epochs 1, 2, 4, ..., 20 and the note
-    csv = history_to_csv([{"epoch": 1, "loss": 0.5, "val_loss": None, "lr": 1e-3, "seconds": 2}])
-    assert csv == "epoch,loss,val_loss,lr,seconds\n1,0.5,,0.001,2\n"
+def test_progress_hook_is_called_every_epoch_and_off_by_default(capsys):
+    seen = []
+    fit(CONFIG, TRAIN, VAL, TINY, progress=seen.append)
+    assert [s.epoch for s in seen] == list(range(1, TINY.epochs + 1))
+    fit(CONFIG, TRAIN, VAL, TINY)
+    assert capsys.readouterr().err == ""
+
+
+def test_huge_and_wrong_numbers_are_refused():
+    with pytest.raises(ValueError, match="seed must be <="):
+        TrainConfig(seed=2**63)
+    with pytest.raises(ValueError, match="epochs must be <="):
+        TrainConfig(epochs=10**12)
+    with pytest.raises(ValueError, match="batch_size must be an integer"):
+        TrainConfig(batch_size=1.5)
 
 
 def test_fit_state_params_before_validation():

@@ -16,25 +16,29 @@ This module runs it and maps the outputs back through the pipeline:
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from .data import DataError, Pipeline, Series, Windows, future_dates
 from .model import ModelConfig, apply
-from .train import _chunks
+from .train import eval_buckets, pad_rows
 from .types import ModelParams
 
 __all__ = ["direct", "one_step", "predict_windows", "recursive"]
 
 
 def predict_windows(params: ModelParams, config: ModelConfig, x: np.ndarray) -> np.ndarray:
-    """Model outputs ``(N, O)`` float32 for windows ``x`` ``(N, steps, D)``.
+    """Model outputs ``(N, O)`` (the model's ``param_dtype``) for windows ``x`` ``(N, steps, D)``.
 
-    Runs in fixed-size chunks (the last padded), so any ``N`` up to the chunk
-    size reuses one compiled program.
+    Runs in chunks of the fixed ``jlstm.train.EVAL_BUCKETS`` sizes (the last one
+    padded), so any ``N`` reuses at most one compiled program per bucket.
     """
-    x = np.asarray(x, np.float32)
-    out = [np.asarray(apply(params, x[idx], config))[:real] for idx, _, real in _chunks(len(x))]
-    return np.concatenate(out) if out else np.zeros((0, config.output_size), np.float32)
+    x = np.asarray(x, jnp.zeros((), config.param_dtype).dtype)  # padded on the host
+    out = [
+        np.asarray(apply(params, pad_rows(x[start:stop], size), config))[: stop - start]
+        for start, stop, size in eval_buckets(len(x))
+    ]
+    return np.concatenate(out) if out else np.zeros((0, config.output_size), x.dtype)
 
 
 def one_step(

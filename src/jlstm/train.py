@@ -1,16 +1,25 @@
-"""Training: one jitted step, shuffled minibatch epochs, validation and early stopping.
+"""Training: the config, the optimizer, one jitted step, and ``fit`` (epochs, early stopping).
 
 The step is one XLA program: forward, loss, gradient and the optax update
-(plus the optional ``penalty`` and ``project`` hooks) together. Every batch
-has the same shape (the last one of an epoch is padded with zero-weight rows),
-so the step compiles once.
+(plus the optional ``penalty`` and ``project`` hooks) together, as a pure
+function ``step(state, batch) -> (state, loss)`` of a ``TrainState`` and a
+``Batch`` of device arrays. ``fit`` keeps the data on the device: each epoch is
+one jitted program that draws the epoch's permutation from the fit key, gathers
+the batches on the device and runs ``step`` over them with ``lax.scan``; the
+host sees one transfer per epoch (the epoch's losses and the validation loss).
+Every batch has the same shape (the last one of an epoch is padded with
+zero-weight rows), so the step compiles once per run.
 
 Determinism: the initial parameters come from ``jax.random.key(seed)``, the
-order of the training windows in epoch ``e`` from ``numpy.random.default_rng((seed, e))``
+order of the training windows in epoch ``e`` from ``fold_in(shuffle_key(seed), e)``
 and the dropout key of step ``s`` from ``fold_in(dropout_key, s)``. The whole
 loop state is therefore ``FitState`` (parameters, optimizer state, step, keys,
 epoch, early-stopping state): save it, load it in another process, and
 ``fit(..., state=...)`` continues bit for bit as if never interrupted.
+
+Evaluation (validation losses here, forecasts in ``jlstm.forecast``) runs in
+a fixed set of bucket sizes, ``EVAL_BUCKETS`` (powers of two up to 1024), rows
+padded with weight 0: one compile per bucket, not one per number of windows.
 
     config = jlstm.ModelConfig(input_size=3, layer_sizes=(64, 32, 16), output_size=1)
     result = fit(config, (x_train, y_train), (x_val, y_val), TrainConfig(epochs=200))
@@ -19,17 +28,13 @@ epoch, early-stopping state): save it, load it in another process, and
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
-import io
-import json
 import math
-import os
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple, TextIO
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,24 +47,58 @@ from .regularizers import has_activity_regularizer, has_weight_regularizer, regu
 from .types import Array, ModelParams
 
 __all__ = [
+    "EVAL_BUCKETS",
+    "Batch",
     "FitState",
-    "Progress",
     "TrainConfig",
     "TrainState",
+    "epoch_order",
+    "eval_buckets",
     "fit",
-    "history_to_csv",
     "init_fit_state",
+    "learning_rate_schedule",
     "make_eval_loss",
     "make_optimizer",
+    "make_step",
     "make_train_step",
-    "write_text_atomic",
+    "pad_rows",
+    "shuffle_key",
 ]
 
 LOSSES = ("mse", "mae", "huber")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
-# Validation and forecasts run in fixed-size chunks: one compile for any number of windows.
-_EVAL_CHUNK = 1024
+# Evaluation chunk sizes: a padded chunk of the next power of two, at most 1024 rows.
+EVAL_BUCKETS = tuple(2**k for k in range(11))
+# Bounds that keep step counts inside int32 and seeds inside a PRNG seed (int64).
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 1 << 20
+MAX_SEED = 2**63 - 1
+
+
+def check_int(name: str, value, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` if it is an integer in ``[minimum, maximum]``, else a ``ValueError``.
+
+    The one integer check of every config (``TrainConfig`` here; the CLI's converters
+    call the configs rather than repeating it).
+    """
+    if not isinstance(value, int | np.integer) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
+    return int(value)
+
+
+def check_number(name: str, value, *, positive: bool = True) -> float:
+    """``value`` if it is a finite (positive, or non-negative) real number."""
+    ok = isinstance(value, int | float | np.floating) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'>' if positive else '>='} 0, got {value!r}")
+    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +106,7 @@ class TrainConfig:
     """How to train (JSON-able, stored in every checkpoint).
 
     Attributes:
-        epochs: maximum number of passes over the training windows.
+        epochs: maximum number of passes over the training windows (<= 1,000,000).
         batch_size: windows per step.
         learning_rate: peak learning rate.
         optimizer: ``"adam"`` (default, optax defaults b1 0.9, b2 0.999, eps 1e-8),
@@ -81,7 +120,7 @@ class TrainConfig:
             (``None``: run all epochs).
         min_delta: an improvement must lower the validation loss by more than this.
         restore_best: end with the weights of the best validation epoch.
-        seed: seeds the initial weights, the batch order and dropout.
+        seed: seeds the initial weights, the batch order and dropout (``0 .. 2**63 - 1``).
     """
 
     epochs: int = 300
@@ -98,33 +137,27 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
-        if not (_is_number(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if self.clip_norm is not None and not (_is_number(self.clip_norm) and self.clip_norm > 0):
-            raise ValueError(f"clip_norm must be a positive number, got {self.clip_norm!r}")
-        if self.patience is not None and (
-            not isinstance(self.patience, int)
-            or isinstance(self.patience, bool)
-            or self.patience < 1
-        ):
-            raise ValueError(f"patience must be a positive integer, got {self.patience!r}")
-        if not (_is_number(self.min_delta) and self.min_delta >= 0):
-            raise ValueError(f"min_delta must be >= 0, got {self.min_delta!r}")
+        check_int("epochs", self.epochs, 1, MAX_EPOCHS)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_int("warmup_epochs", self.warmup_epochs, 0, MAX_EPOCHS)
+        check_number("learning_rate", self.learning_rate)
+        if self.clip_norm is not None:
+            check_number("clip_norm", self.clip_norm)
+        if self.patience is not None:
+            check_int("patience", self.patience, 1, MAX_EPOCHS)
+        check_number("min_delta", self.min_delta, positive=False)
+        if not isinstance(self.restore_best, bool):
+            raise ValueError(f"restore_best must be true or false, got {self.restore_best!r}")
         for name, allowed in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("loss", LOSSES),
         ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; use one of {allowed}")
+                raise ValueError(
+                    f"unknown {name} {getattr(self, name)!r}; use one of {', '.join(allowed)}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,10 +168,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
         return cls(**data)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
@@ -182,6 +211,20 @@ class TrainState(NamedTuple):
     key: Array
 
 
+class Batch(NamedTuple):
+    """One training batch on the device (the unit a data-parallel mesh shards).
+
+    Attributes:
+        x: ``(B, T, D)`` inputs, the model's ``param_dtype``.
+        y: ``(B, O)`` targets, same dtype.
+        w: ``(B,)`` row weights, same dtype: 1 for real rows, 0 for padding.
+    """
+
+    x: Array
+    y: Array
+    w: Array
+
+
 def _pointwise_loss(name: str, err: Array) -> Array:
     if name == "mae":
         return jnp.abs(err)
@@ -195,29 +238,15 @@ def _row_losses(loss: str, pred: Array, y: Array) -> Array:
     return jnp.mean(_pointwise_loss(loss, pred - y), axis=-1)
 
 
-def _batch_loss(params, config: ModelConfig, loss: str, x, y, w, *, key, regularize: bool):
-    """Training loss: weighted mean over the real rows (``w`` 1) of the per-window mean loss.
-
-    With ``regularize``, the config's weight and activity regularizers are added
-    (Keras' ``sum(model.losses)``).
-    """
-    if regularize:
-        pred, penalty = regularized_apply(params, x, config, training=True, key=key)
-    else:
-        pred, penalty = apply(params, x, config, training=True, key=key), 0.0
-    per_row = _row_losses(loss, pred, y)
-    return jnp.sum(per_row * w) / jnp.maximum(jnp.sum(w), 1.0) + penalty
-
-
-def make_train_step(
+def make_step(
     config: ModelConfig,
     optimizer: optax.GradientTransformation,
     *,
     loss: str = "mse",
     penalty: Callable[[ModelParams], Array] | None = None,
     project: Callable[[ModelParams], ModelParams] | None = None,
-):
-    """The jitted training step ``(state, x, y, w) -> (state, loss)``.
+) -> Callable[[TrainState, Batch], tuple[TrainState, Array]]:
+    """The pure (unjitted) training step ``(state, batch) -> (state, loss)``.
 
     Args:
         config: the model's ``ModelConfig`` (static).
@@ -226,31 +255,33 @@ def make_train_step(
         penalty: optional ``params -> ()`` scalar added to the loss, differentiated
             with it, on top of the config's own regularizers.
         project: optional ``params -> params`` applied after the update, after the
-            config's own constraints, inside the same jitted step.
+            config's own constraints.
 
     The config's Keras regularizers (kernel, recurrent, bias and activity, on every
     layer and the head) are part of the training loss and its constraints are
-    applied after every update, as in Keras' ``fit``. Validation losses
-    (``make_eval_loss``) are the data loss alone.
-
-    The returned function takes ``x`` ``(B, T, D)``, ``y`` ``(B, O)`` and ``w`` ``(B,)``
-    float32 row weights (0 for padding rows) and returns the new ``TrainState``
-    and the ``()`` float32 loss of the batch (data loss plus penalty).
+    applied after every update, as in Keras' ``fit``. The loss is the ``w``-weighted
+    mean of the per-window losses (padding rows change nothing), plus penalties;
+    it is a ``()`` scalar of the model's ``param_dtype``.
     """
-
     regularize = has_weight_regularizer(config) or has_activity_regularizer(config)
     constrain = has_constraints(config)
+    dtype = jnp.dtype(config.param_dtype)
 
-    def objective(params, x, y, w, key):
-        value = _batch_loss(params, config, loss, x, y, w, key=key, regularize=regularize)
+    def objective(params, batch: Batch, key):
+        if regularize:
+            pred, extra = regularized_apply(params, batch.x, config, training=True, key=key)
+        else:
+            pred, extra = apply(params, batch.x, config, training=True, key=key), 0.0
+        per_row = _row_losses(loss, pred, batch.y)
+        value = jnp.sum(per_row * batch.w) / jnp.maximum(jnp.sum(batch.w), 1.0)
+        value = value + jnp.asarray(extra, dtype)
         if penalty is not None:
-            value = value + penalty(params)
+            value = value + jnp.asarray(penalty(params), dtype)
         return value
 
-    @jax.jit
-    def step(state: TrainState, x, y, w):
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, Array]:
         key = jax.random.fold_in(state.key, state.step)
-        value, grads = jax.value_and_grad(objective)(state.params, x, y, w, key)
+        value, grads = jax.value_and_grad(objective)(state.params, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         if constrain:
@@ -262,15 +293,70 @@ def make_train_step(
     return step
 
 
+def make_train_step(
+    config: ModelConfig,
+    optimizer: optax.GradientTransformation,
+    *,
+    loss: str = "mse",
+    penalty: Callable[[ModelParams], Array] | None = None,
+    project: Callable[[ModelParams], ModelParams] | None = None,
+    donate: bool = False,
+):
+    """``make_step``, jitted: ``step(state, batch) -> (state, loss)``.
+
+    ``batch`` is a ``Batch`` or an ``(x, y, w)`` tuple; ``step(state, x, y, w)`` works
+    too. With ``donate=True`` the ``state`` passed in is consumed (its buffers are
+    reused for the result, as ``fit``'s epoch program does); keep the returned one.
+    """
+    step = make_step(config, optimizer, loss=loss, penalty=penalty, project=project)
+
+    def train_step(state: TrainState, *batch) -> tuple[TrainState, Array]:
+        return step(state, Batch(*(batch[0] if len(batch) == 1 else batch)))
+
+    return jax.jit(train_step, donate_argnums=0 if donate else ())
+
+
 def make_eval_loss(config: ModelConfig, *, loss: str = "mse"):
-    """A jitted ``(params, x, y, w) -> (sum of per-row losses, sum of w)``, no dropout."""
+    """A jitted ``(params, batch) -> (sum of w-weighted per-row losses, sum of w)``, no dropout.
+
+    ``batch`` is a ``Batch`` or an ``(x, y, w)`` tuple; ``evaluate(params, x, y, w)`` works too.
+    """
 
     @jax.jit
-    def evaluate(params, x, y, w):
+    def evaluate(params, *batch):
+        x, y, w = batch[0] if len(batch) == 1 else batch
         per_row = _row_losses(loss, apply(params, x, config), y)
         return jnp.sum(per_row * w), jnp.sum(w)
 
     return evaluate
+
+
+def eval_buckets(n: int) -> Iterator[tuple[int, int, int]]:
+    """Chunks ``(start, stop, size)`` covering rows ``0 .. n - 1`` for evaluation.
+
+    Every ``size`` is one of ``EVAL_BUCKETS`` (the next power of two of the rows left,
+    at most 1024); rows ``stop .. start + size - 1`` are padding for the caller to add
+    (``pad_rows``) and drop, so any ``n`` compiles at most ``len(EVAL_BUCKETS)`` programs.
+    """
+    start = 0
+    largest = EVAL_BUCKETS[-1]
+    while start < n:
+        left = n - start
+        size = largest if left >= largest else 1 << (left - 1).bit_length()
+        stop = start + min(left, size)
+        yield start, stop, size
+        start = stop
+
+
+def pad_rows(a, size: int):
+    """``a`` padded along axis 0 to ``size`` rows with copies of its first row.
+
+    NumPy in, NumPy out (no device program); a JAX array is padded on the device.
+    """
+    xp = np if isinstance(a, np.ndarray) else jnp
+    if len(a) == size:
+        return a
+    return xp.concatenate([a, xp.broadcast_to(a[:1], (size - len(a), *a.shape[1:]))])
 
 
 class FitState(NamedTuple):
@@ -313,116 +399,88 @@ def init_fit_state(
     return FitState(train, 0, params, math.inf, 0, 0, False, ())
 
 
-class Progress:
-    """A one-line progress bar on a stream (stderr by default), no dependencies.
+def shuffle_key(seed: int) -> Array:
+    """The key of the batch order: epoch ``e`` uses ``permutation(fold_in(key, e), N)``."""
+    return jax.random.fold_in(jax.random.key(seed), 0x5EED)
 
-    On a terminal it redraws one line; otherwise (a log file, CI) it prints a
-    line about every tenth of the run. ``enabled=False`` silences it.
+
+def epoch_order(order_key: Array, epoch, n: int) -> Array:
+    """``(n,)`` int32: the order ``fit`` visits the training windows in epoch ``epoch``.
+
+    ``order_key`` is ``shuffle_key(seed)``; jittable and vmappable (an ensemble of seeds
+    reproduces each member's ``fit`` with ``vmap(epoch_order, (0, None, None))``).
     """
-
-    def __init__(self, total: int, *, stream: TextIO | None = None, enabled: bool = True):
-        self.total = total
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.every = max(1, total // 10)
-        self.width = 24
-
-    def update(self, epoch: int, fields: dict[str, float], rate: float) -> None:
-        """Show ``epoch`` (1-based) of ``total`` with loss ``fields`` and ``rate`` windows/s."""
-        if not self.enabled:
-            return
-        done = epoch / self.total
-        filled = int(self.width * done)
-        bar = "#" * filled + "." * (self.width - filled)
-        stats = "  ".join(f"{k} {v:.4g}" for k, v in fields.items() if v is not None)
-        line = (
-            f"epoch {epoch:>{len(str(self.total))}}/{self.total} [{bar}] {stats}  {rate:,.0f} win/s"
-        )
-        if self.tty:
-            self.stream.write("\r" + line + "\x1b[K")
-        elif epoch % self.every == 0 or epoch == self.total or epoch == 1:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self, message: str | None = None) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            self.stream.write("\n")
-        if message:
-            self.stream.write(message + "\n")
-        self.stream.flush()
+    return jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
 
 
-def _batches(n: int, batch_size: int, order: np.ndarray):
-    """Index and weight arrays of equal-size batches; the last is padded with weight 0."""
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        real = len(idx)
-        if real < batch_size:
-            idx = np.concatenate([idx, np.full(batch_size - real, idx[0])])
-        w = np.zeros(batch_size, np.float32)
-        w[:real] = 1.0
-        yield idx, w, real
+@jax.jit
+def _copy(tree):
+    """A device copy of a pytree, one program (buffers that donation will not consume)."""
+    return jax.tree.map(jnp.copy, tree)
 
 
-def _chunks(n: int):
-    """``_batches`` of rows ``0 .. n - 1`` in order, at most ``_EVAL_CHUNK`` rows each."""
-    return _batches(n, min(_EVAL_CHUNK, max(n, 1)), np.arange(n))
-
-
-def _evaluate(eval_fn, params, x: np.ndarray, y: np.ndarray) -> float:
-    """Mean loss over every row of ``(x, y)`` in padded fixed-size chunks."""
-    total = count = 0.0
-    for idx, w, _ in _chunks(len(x)):
-        s, c = eval_fn(params, x[idx], y[idx], w)
-        total += float(s)
-        count += float(c)
-    return total / count
+def _print_epoch(state: FitState) -> None:
+    last = state.history[-1]
+    val = "" if last["val_loss"] is None else f"  val_loss {last['val_loss']:.4g}"
+    print(f"epoch {state.epoch}  loss {last['loss']:.4g}{val}", file=sys.stderr, flush=True)
 
 
 def fit(
     config: ModelConfig,
-    train_data: tuple[np.ndarray, np.ndarray],
-    val_data: tuple[np.ndarray, np.ndarray] | None,
+    train_data: tuple[Array, Array],
+    val_data: tuple[Array, Array] | None,
     cfg: TrainConfig,
     *,
     state: FitState | None = None,
     penalty: Callable[[ModelParams], Array] | None = None,
     project: Callable[[ModelParams], ModelParams] | None = None,
     on_epoch_end: Callable[[FitState], None] | None = None,
-    progress: Progress | bool = True,
+    progress: Callable[[FitState], None] | bool = False,
 ) -> FitState:
     """Train ``config`` on windows, validating every epoch, with early stopping.
 
     Args:
         config: the model.
         train_data: ``(x, y)``: ``x`` ``(N, T, D)`` and ``y`` ``(N, O)`` (or
-            ``(N, horizon, K)``, flattened to ``O = horizon * K``) float32 windows.
+            ``(N, horizon, K)``, flattened to ``O = horizon * K``) windows, NumPy or
+            device arrays; they are moved to the device once, in the model's
+            ``param_dtype`` (float64 models train in float64).
         val_data: the same for validation, or ``None`` (then the training loss is
             monitored instead).
         cfg: the ``TrainConfig``.
         state: a ``FitState`` to continue from (a loaded checkpoint); ``None``
             starts from ``init_fit_state(config, ..., cfg.seed)``.
-        penalty, project: hooks passed to ``make_train_step``.
-        on_epoch_end: called with the ``FitState`` after every epoch (checkpointing).
-        progress: a ``Progress``, or whether to show one on stderr.
+        penalty, project: hooks passed to ``make_step``.
+        on_epoch_end: called with the ``FitState`` after every epoch (checkpointing);
+            the states it receives stay valid (``fit`` copies the train state on the
+            device before donating it to the next epoch).
+        progress: called with the ``FitState`` after every epoch (e.g.
+            ``jlstm.experiment.Progress``); ``True`` prints one line per epoch to
+            stderr; ``False`` (default) nothing.
 
     Returns:
         The final ``FitState``; ``.params`` are the best validation weights
         (``restore_best``) or the last ones.
+
+    Raises:
+        FloatingPointError: the monitored loss is not finite.
     """
-    x_train, y_train = _flat(train_data, config, "train")
-    if len(x_train) == 0:
+    # Under float64 without jax_enable_x64 JAX holds float32: ask it which dtype it will use.
+    dtype = jnp.zeros((), config.param_dtype).dtype
+    x_train, y_train = _to_host(train_data, config, "train", dtype)
+    n = len(x_train)
+    if n == 0:
         raise ValueError("no training windows: the training split is shorter than one window")
+    x_train, y_train = jax.device_put((x_train, y_train))  # once, for the whole run
+    val_chunks = None
     if val_data is not None:
-        val_data = _flat(val_data, config, "validation")
-        if len(val_data[0]) == 0:
-            val_data = None
-    steps_per_epoch = -(-len(x_train) // cfg.batch_size)
-    # Fields that do not change the compiled step are normalised so that runs differing
-    # only in them (another seed, another patience) share one compiled program.
+        x_val, y_val = _to_host(val_data, config, "validation", dtype)
+        if len(x_val):
+            val_chunks = _eval_chunks(x_val, y_val)
+    batch = min(cfg.batch_size, n)
+    steps_per_epoch = -(-n // batch)
+    # Fields that do not change the compiled programs are normalised so that runs differing
+    # only in them (another seed, another patience) share them.
     shape = dataclasses.replace(
         cfg,
         seed=0,
@@ -431,29 +489,33 @@ def fit(
         restore_best=True,
         epochs=cfg.epochs if cfg.schedule != "constant" else 1,
     )
-    optimizer, step_fn, eval_fn = _programs(config, shape, steps_per_epoch, penalty, project)
-    lr_at = learning_rate_schedule(cfg, steps_per_epoch)
+    optimizer, run_epoch, eval_fn = _programs(
+        config, shape, steps_per_epoch, batch, penalty, project
+    )
     if state is None:
         state = init_fit_state(config, optimizer, cfg.seed)
-    if not isinstance(progress, Progress):
-        progress = Progress(cfg.epochs, enabled=bool(progress))
-    batch = min(cfg.batch_size, len(x_train))
+    if progress is True:
+        progress = _print_epoch
+    order_key = shuffle_key(cfg.seed)
+    first = state.epoch
 
     train, epoch, best_params, best_loss, best_epoch, bad, stopped, history = state
     history = list(history)
     while epoch < cfg.epochs and not stopped:
         started = time.perf_counter()
-        order = np.random.default_rng((cfg.seed, epoch)).permutation(len(x_train))
-        losses = []
-        for idx, w, real in _batches(len(x_train), batch, order):
-            train, value = step_fn(train, x_train[idx], y_train[idx], w)
-            losses.append((value, real))
-        train_loss = sum(float(v) * r for v, r in losses) / len(x_train)
-        monitored = train_loss
-        val_loss = None
-        if val_data is not None:
-            val_loss = _evaluate(eval_fn, train.params, *val_data)
-            monitored = val_loss
+        if on_epoch_end is not None or epoch == first:
+            train = _copy(train)  # the caller's snapshots (and the input state) stay valid
+        train, loss_sum, lr = run_epoch(train, x_train, y_train, order_key, epoch)
+        val_sum = val_count = None
+        if val_chunks is not None:
+            parts = [eval_fn(train.params, chunk) for chunk in val_chunks]
+            val_sum = sum(p[0] for p in parts)
+            val_count = sum(p[1] for p in parts)
+        # One transfer per epoch.
+        loss_sum, lr, val_sum, val_count = jax.device_get((loss_sum, lr, val_sum, val_count))
+        train_loss = float(loss_sum) / n
+        val_loss = None if val_sum is None else float(val_sum) / float(val_count)
+        monitored = train_loss if val_loss is None else val_loss
         epoch += 1
         if not math.isfinite(monitored):
             raise FloatingPointError(
@@ -461,52 +523,77 @@ def fit(
                 "or set a gradient clip norm"
             )
         if monitored < best_loss - cfg.min_delta:
-            best_params, best_loss, best_epoch, bad = train.params, monitored, epoch, 0
+            best_params, best_loss, best_epoch, bad = _copy(train.params), monitored, epoch, 0
         else:
             bad += 1
         stopped = cfg.patience is not None and bad >= cfg.patience
-        seconds = time.perf_counter() - started
         history.append(
             {
                 "epoch": epoch,
                 "loss": train_loss,
                 "val_loss": val_loss,
-                "lr": float(lr_at(int(train.step) - 1)),
-                "seconds": seconds,
+                "lr": float(lr),
+                "seconds": time.perf_counter() - started,
             }
         )
         # A snapshot: callers may keep states (checkpoints), so the history is copied.
         state = FitState(
             train, epoch, best_params, best_loss, best_epoch, bad, stopped, tuple(history)
         )
-        fields = {"loss": train_loss, "val_loss": val_loss, "best": best_loss}
-        progress.update(epoch, fields, len(x_train) / max(seconds, 1e-9))
+        if progress:
+            progress(state)
         if on_epoch_end is not None:
             on_epoch_end(state)
     if not cfg.restore_best:
         state = state._replace(best_params=state.train.params, best_epoch=0)
-    why = "early stop" if state.stopped else "done"
-    progress.close(
-        f"{why} after {state.epoch} epochs; best val_loss {state.best_loss:.4g} at epoch "
-        f"{state.best_epoch}"
-        if val_data is not None and state.best_epoch
-        else None
-    )
     return state
 
 
+def _eval_chunks(x: np.ndarray, y: np.ndarray) -> list[Batch]:
+    """The validation windows as padded ``Batch``es of ``EVAL_BUCKETS`` sizes, on the device."""
+    chunks = []
+    for start, stop, size in eval_buckets(len(x)):
+        w = (np.arange(size) < stop - start).astype(x.dtype)
+        chunk = Batch(pad_rows(x[start:stop], size), pad_rows(y[start:stop], size), w)
+        chunks.append(jax.device_put(chunk))
+    return chunks
+
+
 @functools.lru_cache(maxsize=8)
-def _programs(config: ModelConfig, cfg: TrainConfig, steps_per_epoch: int, penalty, project):
-    """The optimizer and the jitted train and eval functions of a run (cached)."""
+def _programs(
+    config: ModelConfig, cfg: TrainConfig, steps_per_epoch: int, batch: int, penalty, project
+):
+    """The optimizer and the jitted epoch and eval functions of a run (cached)."""
     optimizer = make_optimizer(cfg, steps_per_epoch)
-    step_fn = make_train_step(config, optimizer, loss=cfg.loss, penalty=penalty, project=project)
-    return optimizer, step_fn, make_eval_loss(config, loss=cfg.loss)
+    step = make_step(config, optimizer, loss=cfg.loss, penalty=penalty, project=project)
+    lr_at = learning_rate_schedule(cfg, steps_per_epoch)
+    dtype = jnp.dtype(config.param_dtype)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run_epoch(state: TrainState, x, y, order_key, epoch):
+        """One epoch: shuffle on the device, gather equal batches, scan the step over them."""
+        n = x.shape[0]
+        total = steps_per_epoch * batch
+        order = epoch_order(order_key, epoch, n)
+        # The last batch is padded with row 0 at weight 0.
+        idx = jnp.zeros((total,), order.dtype).at[:n].set(order).reshape(steps_per_epoch, batch)
+        w = (jnp.arange(total) < n).astype(dtype).reshape(steps_per_epoch, batch)
+
+        def body(state, i):
+            return step(state, Batch(x[idx[i]], y[idx[i]], w[i]))
+
+        state, losses = jax.lax.scan(body, state, jnp.arange(steps_per_epoch))
+        real = jnp.sum(w, axis=1)
+        return state, jnp.sum(losses * real), lr_at(state.step - 1)
+
+    return optimizer, run_epoch, make_eval_loss(config, loss=cfg.loss)
 
 
-def _flat(data, config: ModelConfig, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _to_host(data, config: ModelConfig, name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` as NumPy arrays of ``dtype``, ``y`` flattened to ``(N, O)``, shapes checked."""
     x, y = data
-    x = np.asarray(x, np.float32)
-    y = np.asarray(y, np.float32).reshape(len(y), -1)
+    x = np.asarray(x, dtype)
+    y = np.asarray(y, dtype).reshape(len(y), -1)
     if x.ndim != 3 or x.shape[-1] != config.input_size:
         raise ValueError(
             f"{name} inputs must be (N, steps, {config.input_size}) for this model, got {x.shape}"
@@ -516,34 +603,3 @@ def _flat(data, config: ModelConfig, name: str) -> tuple[np.ndarray, np.ndarray]
             f"{name} targets must hold {config.output_size} values per window, got {y.shape}"
         )
     return x, y
-
-
-# -- history files ------------------------------------------------------------------------
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def history_to_csv(history: list[dict[str, float]]) -> str:
-    """The history as CSV text (header ``epoch,loss,val_loss,lr,seconds``)."""
-    out = io.StringIO()
-    fields = ["epoch", "loss", "val_loss", "lr", "seconds"]
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
-    return out.getvalue()
-
-
-def save_history(history: list[dict[str, float]], directory: str | os.PathLike) -> None:
-    """Write ``history.json`` and ``history.csv`` into ``directory``, each atomically."""
-    write_text_atomic(os.path.join(directory, "history.json"), json.dumps(history, indent=1))
-    write_text_atomic(os.path.join(directory, "history.csv"), history_to_csv(history))

@@ -1,0 +1,227 @@
+"""The ``jlstm`` command: a thin shell over ``jlstm.experiment``.
+
+``main`` parses the command line, dispatches to one function of
+``jlstm.cli.commands`` and maps exceptions to exit statuses:
+
+* bad input (flags, config file, data, checkpoint, file system): one line on
+  stderr, exit status 2, no traceback;
+* forecasts or metrics that are not finite numbers: one line, exit status 1;
+* SIGINT or SIGTERM: the last completed epoch is checkpointed, one line,
+  exit status 130 or 143 (128 + the signal number).
+
+``jlstm train`` with no arguments trains the seed model (LSTM 64 -> 32 -> 16 ->
+Dense(1), 4 past values predict the next) on the built-in airline series.
+Options come from flags, a TOML file (``--config run.toml``), the built-in
+dataset's preprocessing, then the defaults, in that order of precedence
+(``jlstm.cli.options``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..checkpoint import CheckpointError
+from ..data import DataError
+from ..experiment import (
+    MAX_FORECAST,
+    NonFiniteError,
+    SettingsError,
+    TrainingInterrupted,
+)
+from . import commands
+from .options import BY_NAME, UsageError, add_options, parse_int
+
+__all__ = ["build_parser", "main"]
+
+EXIT_USAGE = 2
+EXIT_NONFINITE = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _steps_ahead(text: str) -> int:
+    try:
+        value = parse_int(text, MAX_FORECAST)
+        if value < 1:
+            raise ValueError(f"must be >= 1, got {value}")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"--steps-ahead {err} (an integer from 1 to {MAX_FORECAST})"
+        ) from None
+    return value
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run", metavar="RUN", help="a run directory from `jlstm train` (or its checkpoint/)"
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--data",
+        metavar="FILE.csv",
+        help="use this CSV (same columns as the training data) instead of the run's data",
+    )
+    group.add_argument("--dataset", metavar="NAME", help="use this built-in dataset instead")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jlstm",
+        description="Train, evaluate and run LSTM forecasters (jlstm, a JAX LSTM library).",
+        epilog="Run `jlstm train` with no arguments to train the default model on the built-in "
+        "airline series. `jlstm COMMAND --help` describes each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"jlstm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    train = sub.add_parser(
+        "train",
+        help="train a forecaster (no arguments: the seed model on the airline series)",
+        description="Train an LSTM forecaster and evaluate it against persistence and seasonal "
+        "naive on the test split. Options: flags > --config TOML > the dataset's preprocessing "
+        "> defaults.",
+    )
+    train.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="read options from a TOML file: tables [data], [features], [model], [train] with "
+        "the flag names below (underscores); a relative `data` path is relative to the file",
+    )
+    train.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output directory (default: runs/<dataset>-<date>-<time>); must be new or empty "
+        "unless --resume",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out DIR from its checkpoint, exactly as if it had not stopped",
+    )
+    train.add_argument(
+        "--no-plot", dest="plot", action="store_false", help="do not write forecast.png"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(train)
+    train.set_defaults(func=commands.train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="metrics of a trained model and the baselines on its test split",
+        description="Recompute the validation and test metrics of a trained model (and of the "
+        "persistence and seasonal-naive baselines) on its data, or on another file with the "
+        "same columns.",
+    )
+    _run_arguments(evaluate)
+    evaluate.add_argument("--out", metavar="DIR", help="also write DIR/metrics.json")
+    evaluate.set_defaults(func=commands.evaluate)
+
+    predict = sub.add_parser(
+        "predict",
+        help="forecast N steps past the end of the series, as CSV",
+        description="Forecast the N rows after the end of the series (recursively when N is "
+        "larger than the model's horizon) and write them as CSV, dates and decimals written "
+        "as in the input. A model trained with covariates forecasts at most its --horizon "
+        "rows (the covariates' future is unknown).",
+    )
+    _run_arguments(predict)
+    predict.add_argument(
+        "-n",
+        "--steps-ahead",
+        dest="n",
+        type=_steps_ahead,
+        default=12,
+        metavar="N",
+        help="rows to forecast (default: 12)",
+    )
+    predict.add_argument(
+        "--output", "-o", metavar="FILE.csv", help="write the CSV here (default: standard output)"
+    )
+    predict.set_defaults(func=commands.predict)
+
+    datasets = sub.add_parser(
+        "datasets",
+        help="list the built-in datasets",
+        description="List the datasets shipped with jlstm (attribution in "
+        "jlstm/datasets/README.md).",
+    )
+    datasets.set_defaults(func=commands.datasets)
+    return parser
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, SettingsError) and err.name in BY_NAME:
+        text = str(err)
+        if text.startswith(err.name + " "):
+            return BY_NAME[err.name].flag + text[len(err.name) :]
+        return text
+    if isinstance(err, OSError) and err.strerror:
+        where = f": {err.filename!r}" if err.filename else ""
+        return f"{err.strerror}{where}"
+    return str(err)
+
+
+# Bad input of every kind: one line, exit status 2.
+_BAD_INPUT = (UsageError, DataError, CheckpointError, SettingsError, FloatingPointError, OSError)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, handled as SIGINT."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jlstm`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    name = f"jlstm {args.command}"
+    previous = signal.getsignal(signal.SIGTERM)
+    terminated = False
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        previous = None
+    try:
+        return args.func(args)
+    except (
+        UsageError,
+        DataError,
+        CheckpointError,
+        SettingsError,
+        FloatingPointError,
+        OSError,
+    ) as err:
+        print(f"{name}: error: {_message(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except NonFiniteError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return EXIT_NONFINITE
+    except TrainingInterrupted as err:
+        terminated = isinstance(err.__context__, _Terminated)
+        print(f"{name}: {err}", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, _Terminated)
+        print(f"{name}: interrupted", file=sys.stderr)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The four commands: each parses nothing and computes nothing itself, it calls
+``jlstm.experiment`` and prints what came back."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import fileio
+from ..data import DEFAULT_DATASET, list_datasets
+from ..experiment import (
+    Settings,
+    evaluate_run,
+    predict_run,
+    run_training,
+    score_table,
+    verdict,
+    write_metrics,
+)
+from .options import UsageError, given_settings
+
+__all__ = ["datasets", "evaluate", "predict", "train"]
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _title(report, split: str) -> str:
+    s = report["split"][split]
+    return (
+        f"{split}: {s['windows']} forecasts of {s['targets_from']}..{s['targets_to']} "
+        f"({report['units']}; seasonal period {report['season']})"
+    )
+
+
+def train(args: argparse.Namespace) -> int:
+    given = given_settings(args, note=lambda message: print(message, file=sys.stderr))
+    settings = None if args.resume else Settings.resolve(given)
+    result = run_training(
+        settings,
+        args.out,
+        resume=args.resume,
+        given=given if args.resume else None,
+        progress=not args.quiet,
+        plot=args.plot,
+        log=_say,
+    )
+    season = result.experiment.season
+    print(score_table(_title(result.report, "test"), result.scores["test"], season))
+    print(verdict(result.scores["test"], season))
+    for note in result.notes:
+        print(note)
+    print(f"wrote {result.out}{os.sep}: {' '.join(result.files)}")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    if args.out:
+        fileio.check_writable(args.out)  # before the work, not after
+    result = evaluate_run(args.run, data=args.data, dataset=args.dataset)
+    for split in ("val", "test"):
+        print(
+            score_table(_title(result.report, split), result.scores[split], result.report["season"])
+        )
+    if args.out:
+        path = os.path.join(args.out, "metrics.json")
+        write_metrics(path, result.report)
+        print(f"wrote {path}")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    if args.output:
+        if os.path.isdir(args.output):
+            raise UsageError(f"--output {args.output!r} is a directory; give a file name")
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent):
+            raise UsageError(f"--output {args.output!r}: its directory does not exist")
+        fileio.refuse_symlink(args.output, "--output")
+        fileio.check_writable(parent)
+    result = predict_run(args.run, args.n, data=args.data, dataset=args.dataset)
+    if args.output:
+        fileio.write_text_atomic(args.output, result.csv)
+        print(f"wrote {args.n} forecasts to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(result.csv)
+    return 0
+
+
+def datasets(args: argparse.Namespace) -> int:
+    for info in list_datasets():
+        mark = " (default)" if info.name == DEFAULT_DATASET else ""
+        prep = ", ".join(
+            f"{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in info.features.items()
+        )
+        print(
+            f"{info.name}{mark}\n    {info.description}\n    season {info.season}"
+            + (f"; defaults: {prep}" if prep else "")
+        )
+    print("Attribution and licences: jlstm/datasets/README.md")
+    return 0

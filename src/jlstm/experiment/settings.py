@@ -1,0 +1,279 @@
+"""``Settings``: every choice of a forecasting run, checked by the configs it builds."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..data import (
+    DEFAULT_DATASET,
+    FILL_POLICIES,
+    DataError,
+    FeatureConfig,
+    Pipeline,
+    dataset_info,
+    feature_defaults,
+)
+from ..model import ModelConfig
+from ..train import TrainConfig, check_int
+
+__all__ = ["GROUPS", "Settings", "SettingsError", "check_setting"]
+
+GROUPS = ("data", "features", "model", "train")
+
+
+def _in(group: str, default: Any):
+    """A ``Settings`` field in TOML table ``[group]``."""
+    return dataclasses.field(default=default, metadata={"group": group})
+
+
+class SettingsError(ValueError):
+    """A setting with a bad value; ``.name`` is the setting."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every choice of a forecasting run, by the names of the ``jlstm train`` flags.
+
+    ``group`` in each field's metadata is the TOML table it belongs to. Values are
+    checked by the configs they build (``FeatureConfig``, ``ModelConfig``,
+    ``TrainConfig``): ``Settings(...)`` raises ``SettingsError`` naming the field.
+    ``dataset`` and ``data`` are exclusive; with neither, the default dataset.
+    """
+
+    # data
+    dataset: str | None = _in("data", None)
+    data: str | None = _in("data", None)
+    target: tuple[str, ...] | None = _in("data", None)
+    covariates: tuple[str, ...] = _in("data", ())
+    date_column: str | None = _in("data", None)
+    date_format: str | None = _in("data", None)
+    fill: str = _in("data", "error")
+    season: int | None = _in("data", None)
+    # features
+    steps: int = _in("features", 4)
+    horizon: int = _in("features", 1)
+    stride: int = _in("features", 1)
+    val_size: int | float = _in("features", 0.15)
+    test_size: int | float = _in("features", 0.15)
+    scaler: str = _in("features", "standard")
+    log: bool = _in("features", False)
+    delta: bool = _in("features", False)
+    calendar: tuple[str, ...] = _in("features", ())
+    # model
+    layers: tuple[int, ...] = _in("model", (64, 32, 16))
+    dropout: float = _in("model", 0.0)
+    recurrent_dropout: float = _in("model", 0.0)
+    # train
+    epochs: int = _in("train", 300)
+    batch_size: int = _in("train", 16)
+    lr: float = _in("train", 1e-3)
+    optimizer: str = _in("train", "adam")
+    schedule: str = _in("train", "constant")
+    warmup_epochs: int = _in("train", 0)
+    clip_norm: float | None = _in("train", None)
+    loss: str = _in("train", "mse")
+    patience: int | None = _in("train", 50)
+    seed: int = _in("train", 0)
+    checkpoint_every: int = _in("train", 10)
+
+    def __post_init__(self):
+        for name in ("target", "covariates", "calendar", "layers"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        if self.dataset is None and self.data is None:
+            object.__setattr__(self, "dataset", DEFAULT_DATASET)
+        if self.dataset is not None and self.data is not None:
+            raise SettingsError("data", "data and dataset are exclusive: pick a file or a built-in")
+        for f in dataclasses.fields(self):
+            check_setting(f.name, getattr(self, f.name))
+        if self.dataset is not None:
+            for name in ("target", "covariates", "date_column", "date_format"):
+                if getattr(self, name):
+                    raise SettingsError(
+                        name,
+                        f"{name} applies to your own data file; a built-in dataset has fixed "
+                        "columns",
+                    )
+
+    @classmethod
+    def resolve(cls, given: Mapping[str, Any]) -> Settings:
+        """Settings from ``given`` values > the built-in dataset's preprocessing > defaults."""
+        unknown = set(given) - set(cls.names())
+        if unknown:
+            raise SettingsError(sorted(unknown)[0], f"unknown settings {sorted(unknown)}")
+        values = dict(given)
+        if values.get("data") is None:
+            dataset = values.get("dataset") or DEFAULT_DATASET
+            try:
+                defaults = feature_defaults(dataset)
+            except DataError as err:
+                raise SettingsError("dataset", str(err)) from None
+            values = defaults | values
+        return cls(**values)
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(Settings))
+
+    @staticmethod
+    def group(name: str) -> str:
+        return {f.name: f.metadata["group"] for f in dataclasses.fields(Settings)}[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (tuples as lists), the form stored in checkpoints."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
+        if set(data) != set(cls.names()):
+            raise SettingsError("settings", "not the settings of a `jlstm train` run")
+        return cls(**data)
+
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig(
+            steps=self.steps,
+            horizon=self.horizon,
+            stride=self.stride,
+            val_size=self.val_size,
+            test_size=self.test_size,
+            scaler=self.scaler,
+            log=self.log,
+            delta=self.delta,
+            calendar=self.calendar,
+        )
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.lr,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            warmup_epochs=self.warmup_epochs,
+            clip_norm=self.clip_norm,
+            loss=self.loss,
+            patience=self.patience,
+            seed=self.seed,
+        )
+
+    def model_config(self, pipeline: Pipeline) -> ModelConfig:
+        return ModelConfig(
+            input_size=pipeline.input_size,
+            layer_sizes=self.layers,
+            output_size=pipeline.output_size,
+            dropout=self.dropout,
+            recurrent_dropout=self.recurrent_dropout,
+        )
+
+    def source(self) -> dict[str, Any]:
+        """Where the data comes from, as ``load_series`` takes it."""
+        if self.dataset is not None:
+            return {"dataset": self.dataset, "fill": None if self.fill == "error" else self.fill}
+        return {
+            "data": os.path.abspath(self.data),
+            "target": list(self.target) if self.target else None,
+            "covariates": list(self.covariates),
+            "date_column": self.date_column,
+            "date_format": self.date_format,
+            "fill": self.fill,
+        }
+
+
+def _feature(**kw):
+    return FeatureConfig(**kw)
+
+
+def _model(**kw):
+    return ModelConfig(input_size=1, output_size=1, **{"layer_sizes": (1,), **kw})
+
+
+def _strings(name, value, *, allow_empty):
+    if value is None:
+        return
+    if not isinstance(value, tuple) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{name} must be a list of column names, got {value!r}")
+    if not value and not allow_empty:
+        raise ValueError(f"{name} must name at least one column")
+
+
+def _text(name, value):
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+
+
+def _size(name, value):
+    ok_int = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    ok_frac = isinstance(value, float) and 0.0 < value < 1.0
+    if not (ok_int or ok_frac):
+        raise ValueError(f"{name} must be a row count >= 1 or a fraction in (0, 1), got {value!r}")
+
+
+# Each setting is checked by the config that owns it: one validator per rule.
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "dataset": lambda v: v is None or dataset_info(v),
+    "data": lambda v: _text("data", v),
+    "target": lambda v: _strings("target", v, allow_empty=False),
+    "covariates": lambda v: _strings("covariates", v, allow_empty=True),
+    "date_column": lambda v: _text("date_column", v),
+    "date_format": lambda v: _text("date_format", v),
+    "fill": lambda v: (
+        v in FILL_POLICIES or _raise(f"fill must be one of {', '.join(FILL_POLICIES)}, got {v!r}")
+    ),
+    "season": lambda v: v is None or check_int("season", v, 1, 1_000_000),
+    "steps": lambda v: _feature(steps=v),
+    "horizon": lambda v: _feature(horizon=v),
+    "stride": lambda v: _feature(stride=v),
+    "val_size": lambda v: _size("val_size", v),
+    "test_size": lambda v: _size("test_size", v),
+    "scaler": lambda v: _feature(scaler=v),
+    "log": lambda v: _feature(log=v),
+    "delta": lambda v: _feature(delta=v),
+    "calendar": lambda v: _feature(calendar=v),
+    "layers": lambda v: _model(layer_sizes=v),
+    "dropout": lambda v: _model(dropout=v),
+    "recurrent_dropout": lambda v: _model(recurrent_dropout=v),
+    "epochs": lambda v: TrainConfig(epochs=v),
+    "batch_size": lambda v: TrainConfig(batch_size=v),
+    "lr": lambda v: TrainConfig(learning_rate=v),
+    "optimizer": lambda v: TrainConfig(optimizer=v),
+    "schedule": lambda v: TrainConfig(schedule=v),
+    "warmup_epochs": lambda v: TrainConfig(warmup_epochs=v),
+    "clip_norm": lambda v: TrainConfig(clip_norm=v),
+    "loss": lambda v: TrainConfig(loss=v),
+    "patience": lambda v: TrainConfig(patience=v),
+    "seed": lambda v: TrainConfig(seed=v),
+    "checkpoint_every": lambda v: check_int("checkpoint_every", v, 1, 1_000_000),
+}
+_FIELD = {"lr": "learning_rate", "layers": "units"}
+
+
+def _raise(message):
+    raise ValueError(message)
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """``value`` if it is valid for setting ``name``, else ``SettingsError`` (message names it).
+
+    The check is the owning config's own validator (``TrainConfig(epochs=value)``, ...).
+    """
+    try:
+        _CHECKS[name](value)
+    except KeyError:
+        raise SettingsError(name, f"unknown setting {name!r}") from None
+    except ValueError as err:
+        message = str(err)
+        field = _FIELD.get(name, name)
+        if message.startswith(field + " "):
+            message = name + message[len(field) :]
+        raise SettingsError(name, message) from None
+    return value
