@@ -9,27 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from jlstm import checkpoint, fileio
+from jlstm import fileio
 from jlstm.cli import main
 from jlstm.data import load_dataset
 
 # Small and quick: one 8-unit layer, a few epochs (the full default run is in the slow tier).
 FAST = ["--layers", "8", "--epochs", "3", "--quiet"]
-
-
-def _recover_stand_in(path):
-    def complete(d):
-        return all(os.path.isfile(os.path.join(d, f)) for f in ("config.json", "arrays.npz"))
-
-    return fileio.recover_dir(path, complete=complete)
-
-
-@pytest.fixture(autouse=True)
-def _recover_until_merged(monkeypatch):
-    # TEMPORARY: `jlstm.checkpoint.recover(path) -> bool` comes from the hardening branch;
-    # until it is merged the tests run with this stand-in. Delete the fixture after the merge.
-    if not hasattr(checkpoint, "recover"):
-        monkeypatch.setattr(checkpoint, "recover", _recover_stand_in, raising=False)
 
 
 def run(capsys, *argv):

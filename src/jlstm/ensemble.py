@@ -1,7 +1,7 @@
 """Ensembles: N independently seeded models trained in one compiled step.
 
 Member ``i`` of an ensemble is the run ``fit`` would make with seed ``seeds[i]``: its
-own initial weights, its own batch order (``numpy.random.default_rng((seed, epoch))``,
+own initial weights, its own batch order (``jlstm.train.epoch_order``,
 as in ``fit``) and its own dropout key. The members' ``TrainState`` s are stacked on
 a leading *member axis* and the library's training step is mapped over it with
 ``jax.vmap``: one XLA program, one dispatch per step for all members, and on a
@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from .model import ModelConfig, apply
 from .parallel import DATA_AXIS, replicated_sharding
-from .train import TrainState, init_fit_state
+from .train import TrainState, epoch_order, init_fit_state, shuffle_key
 from .types import Array
 
 __all__ = [
@@ -91,15 +91,17 @@ def member_batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Per-member batch indices of one epoch, each member in its own shuffled order.
 
-    Member ``i`` visits the rows in ``default_rng((seeds[i], epoch)).permutation(n)``
-    order, in batches of ``min(batch_size, n)`` rows; the last batch is padded with
-    weight-0 rows (repeats of its first row), as ``fit`` does.
+    Member ``i`` visits the rows in ``train.epoch_order(shuffle_key(seeds[i]), epoch, n)``
+    order (the order ``fit`` with seed ``seeds[i]`` uses), in batches of
+    ``min(batch_size, n)`` rows; the last batch is padded with weight-0 rows (repeats
+    of its first row), as ``fit`` does.
 
     Yields:
         ``idx`` ``(N, B)`` int32 row indices and ``w`` ``(N, B)`` float32 row weights.
     """
     batch = min(batch_size, n)
-    orders = np.stack([np.random.default_rng((int(s), epoch)).permutation(n) for s in seeds])
+    keys = jnp.stack([shuffle_key(int(s)) for s in seeds])
+    orders = np.asarray(jax.vmap(epoch_order, (0, None, None))(keys, epoch, n))
     for start in range(0, n, batch):
         idx = orders[:, start : start + batch]
         real = idx.shape[1]

@@ -477,7 +477,7 @@ def train_task(
             break
     seconds = time.perf_counter() - started
     state = FitState(
-        train, chunk, train.params, math.inf, 0, False, stopped_by == "criterion", tuple(history)
+        train, chunk, train.params, math.inf, 0, 0, stopped_by == "criterion", tuple(history)
     )
     test = evaluate_task(name, train.params, config, length, seed=seed, n=test_sequences)
     steps = int(train.step)
