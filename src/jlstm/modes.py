@@ -57,7 +57,7 @@ from jax import lax
 
 from .activations import ActivationSpec
 from .cell import cell_step
-from .kernels import cudnn, fused, fused_vjp, hoisted, multicore
+from .kernels import common, cudnn, fused, fused_jvp, fused_vjp, hoisted, multicore, scan
 from .kernels.multicore import use_cpu_devices
 from .types import Array, CellParams, LSTMState
 
@@ -338,57 +338,17 @@ def _auto_run(
 AUTO = Mode("auto", _auto_run, supports_forward_ad=False)
 
 
-def _scan_cell(implementation: int):
-    """A mode that scans ``cell_step`` over time: Keras' own formulation."""
-
-    def run(
-        params: CellParams,
-        xs,
-        state: LSTMState,
-        *,
-        mask,
-        input_mask,
-        recurrent_mask,
-        options: RecurrenceOptions,
-    ):
-        def step(carry: LSTMState, inputs):
-            x_t, m_t = inputs
-            new, h = cell_step(
-                params,
-                carry,
-                x_t,
-                activation=options.activation,
-                recurrent_activation=options.recurrent_activation,
-                implementation=implementation,
-                input_mask=input_mask,
-                recurrent_mask=recurrent_mask,
-            )
-            if m_t is None:
-                return new, h
-            h_t, c_t, out = fused.masked_update(
-                m_t[..., None], new.h, new.c, carry.h, carry.c, options.zero_output_for_mask
-            )
-            # Not a no-op: with activations that return a narrower dtype than the state's,
-            # h is narrower than carry.h, and the step's output keeps h's dtype.
-            return LSTMState(h_t, c_t), out.astype(h.dtype)
-
-        final, ys = lax.scan(step, state, (xs, mask), unroll=options.scan_unroll(xs.shape[0]))
-        return ys, final
-
-    return run
-
-
 register_mode(
     Mode(
         "keras1",
-        _scan_cell(1),
+        scan.scan_cell(1),
         gate_masks=True,
     ),
 )
 register_mode(
     Mode(
         "keras2",
-        _scan_cell(2),
+        scan.scan_cell(2),
     ),
 )
 register_mode(
@@ -401,6 +361,13 @@ register_mode(
     Mode(
         "fused",
         fused.run,
+        standard_only=True,
+    ),
+)
+register_mode(
+    Mode(
+        "fused_jvp",
+        fused_jvp.run,
         standard_only=True,
     ),
 )

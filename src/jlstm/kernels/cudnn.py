@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..types import CellParams, LSTMState
-from . import fused
+from . import common, fused
 
 __all__ = ["pack", "run"]
 
@@ -47,7 +47,7 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
     from jax.experimental import rnn  # GPU-only module: imported when the mode runs
 
     dtype = xs.dtype  # before the input dropout mask may promote it
-    xs, h0, c0, mask, recurrent_mask, batch_shape = fused.prepare(
+    xs, h0, c0, mask, recurrent_mask, batch_shape = common.prepare(
         "cudnn", xs, state, mask, input_mask, recurrent_mask, options
     )
     if mask is not None or recurrent_mask is not None:
@@ -75,4 +75,4 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
         bidirectional=False,
         precision=lax.Precision.HIGHEST,  # full float32: no TF32
     )
-    return fused.unflatten(jnp.swapaxes(ys, 0, 1), LSTMState(h_n[0], c_n[0]), batch_shape)
+    return common.unflatten(jnp.swapaxes(ys, 0, 1), LSTMState(h_n[0], c_n[0]), batch_shape)

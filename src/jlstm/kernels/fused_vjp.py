@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..types import Array, CellParams, LSTMState
-from . import fused
+from . import common, fused
 
 __all__ = ["CHUNK", "STORE_GATES_MAX_BYTES", "STORE_GATES_MIN_UNITS", "run", "sequence"]
 
@@ -286,7 +286,7 @@ def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, layout, c
 
 def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
     """The ``"fused_vjp"`` mode (shapes as in ``jlstm.modes``)."""
-    xs, h0, c0, mask, recurrent_mask, batch_shape = fused.prepare(
+    xs, h0, c0, mask, recurrent_mask, batch_shape = common.prepare(
         "fused_vjp", xs, state, mask, input_mask, recurrent_mask, options
     )
     ys, final = sequence(
@@ -298,4 +298,4 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
         recurrent_mask=recurrent_mask,
         zero_output=options.zero_output_for_mask,
     )
-    return fused.unflatten(ys, final, batch_shape)
+    return common.unflatten(ys, final, batch_shape)
