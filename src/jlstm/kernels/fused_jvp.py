@@ -237,13 +237,15 @@ def _weight_tangent_product(layout: fused.Layout, a: Array, d_weight: Array) -> 
     Batch-major, the product is one ``(K*B, F) @ (F, 4H)`` product, so that its
     transpose (reverse mode's weight gradient ``a^T dz``) reads ``dz`` in place; as a
     product over two batch axes XLA:CPU first copied ``dz`` transposed, every chunk.
-    An explicitly sharded batch axis cannot be merged with the time axis, so such
+    Also at ``F = 1``: the transpose is then one matrix-vector product over ``dz``
+    where the broadcast product's transpose materialised a broadcast of ``a``. An
+    explicitly sharded batch axis cannot be merged with the time axis, so such
     arrays keep the two axes.
     """
-    if layout.transposed or d_weight.shape[0] == 1:
+    if layout.transposed:
         return layout.input_product(a, d_weight)
     if common.explicitly_sharded(a):
-        return a @ d_weight
+        return layout.input_product(a, d_weight)
     rows = a.shape[0] * a.shape[1]
     return (a.reshape(rows, a.shape[-1]) @ d_weight).reshape(*a.shape[:-1], d_weight.shape[-1])
 
