@@ -267,7 +267,7 @@ def input_platform(x) -> str:
     if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
         try:
             return next(iter(x.devices())).platform
-        except Exception:  # noqa: BLE001 - a deleted or unusual array: fall back
+        except Exception:
             pass
     return jax.default_backend()
 

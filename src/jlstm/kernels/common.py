@@ -52,7 +52,7 @@ def static_size(*dims) -> int:
         if not isinstance(d, int):
             try:
                 d = int(d)  # a symbolic dimension that is a known constant
-            except Exception:  # noqa: BLE001 - jax.export's InconclusiveDimensionOperation
+            except Exception:
                 return LARGE
         size *= d
     return min(size, LARGE)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..types import CellParams, LSTMState
-from . import common, fused
+from . import common
 
 __all__ = ["pack", "run"]
 

@@ -22,7 +22,6 @@ convert from the layer's ``(T, B..., D)``.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -60,6 +59,7 @@ HOIST_CHUNK = 10
 # layouts tie, and at B = 64 batch-major is up to 1.1x faster.
 TRANSPOSE_MIN_UNITS = 256
 TRANSPOSE_MIN_RATIO = 64
+
 
 class Folded(NamedTuple):
     """Layer weights with the sigmoid gates' columns halved (``fold``).

@@ -155,7 +155,11 @@ def _sequence_jvp(static, primals, tangents):
     def arrange(w):  # a (F, 4H) weight (or its tangent), folded and as the products take it
         return None if w is None else layout.weight(w * scale)
 
-    weights = (arrange(kernel), arrange(recurrent), None if bias is None else layout.bias(bias * scale))
+    weights = (
+        arrange(kernel),
+        arrange(recurrent),
+        None if bias is None else layout.bias(bias * scale),
+    )
     d_weights = (
         arrange(d_kernel),
         arrange(d_recurrent),
@@ -225,7 +229,7 @@ def _split(layout: fused.Layout, a: Array, units: int):
 
 
 def _gate_axis(layout: fused.Layout, a: Array, units: int) -> Array:
-    """A gate array with its gate blocks on their own axis: ``(..., B, 4, H)`` / ``(..., 4, H, B)``."""
+    """A gate array with its gate blocks on an axis: ``(..., B, 4, H)`` / ``(..., 4, H, B)``."""
     if layout.transposed:
         return a.reshape(*a.shape[:-2], 4, units, a.shape[-1])
     return a.reshape(*a.shape[:-1], 4, units)
@@ -270,7 +274,7 @@ def _chunk_tangent(weights, d_weights, recurrent_mask, zero_output, layout, unit
         if bias is not None:
             z = z + bias
         t = jnp.tanh(z)
-    i, f, g, o = layout.gates(t, units)
+    i, f, g, _ = layout.gates(t, units)
 
     def cell(c, inputs):
         i, f, g, m = inputs
