@@ -299,7 +299,11 @@ mesh = jax.make_mesh((n,), ("b",), axis_types=(AxisType.Auto,))
 f = jax.shard_map(lambda p, x: jlstm.apply(p, x, cfg), mesh=mesh,
                   in_specs=(P(), P("b")), out_specs=P("b"))
 close(jax.jit(f)(params, x), ref)
-g = jax.shard_map(lambda p, x, y: jax.lax.pmean(jax.grad(loss)(p, x, y), "b"), mesh=mesh,
+# With check_vma the gradient of replicated params is summed over the shards by
+# JAX itself (the transpose of the implicit pvary), so each shard's loss is its share.
+def shard_loss(p, x, y):
+    return jnp.sum((jlstm.apply(p, x, cfg) - y) ** 2) / B
+g = jax.shard_map(jax.grad(shard_loss), mesh=mesh,
                   in_specs=(P(), P("b"), P("b")), out_specs=P())
 close(jax.jit(g)(params, x, y), ref_g)
 # A jitted train step on batch-sharded inputs, Auto and Explicit meshes.
