@@ -336,3 +336,25 @@ def test_sharding_forms_on_forced_cpu_devices(devices):
     code = textwrap.dedent(_DEVICE_CHECKS).replace("{n}", str(devices))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_cudnn_under_vmap_raises_a_jlstm_error_naming_the_fix():
+    """Traced on CPU (no GPU needed): jax.experimental.rnn has no batching rule."""
+    from jlstm.kernels import cudnn
+
+    params = jlstm.init_cell_params(jax.random.key(0), 2, 3)
+    state = jlstm.LSTMState(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
+
+    def run(xs):
+        return cudnn.run(
+            params,
+            xs,
+            state,
+            mask=None,
+            input_mask=None,
+            recurrent_mask=None,
+            options=modes.RecurrenceOptions(),
+        )[0]
+
+    with pytest.raises(NotImplementedError, match="implementation='auto'"):
+        jax.make_jaxpr(jax.vmap(run))(jnp.ones((3, 4, 2, 2)))
