@@ -359,3 +359,14 @@ def test_cudnn_under_vmap_raises_a_jlstm_error_naming_the_fix():
 
     with pytest.raises(NotImplementedError, match="implementation='auto'"):
         jax.make_jaxpr(jax.vmap(run))(jnp.ones((3, 4, 2, 2)))
+
+
+def test_fused_vjp_names_the_fix_under_forward_mode():
+    params = jlstm.init_cell_params(jax.random.key(0), 2, 3)
+    x = jnp.ones((2, 4, 2))
+
+    def f(p):
+        return jnp.sum(jlstm.lstm_layer(p, x, implementation="fused_vjp"))
+
+    with pytest.raises(TypeError, match=r"implementation='auto' or 'fused_jvp'"):
+        jax.jvp(f, (params,), (params,))
