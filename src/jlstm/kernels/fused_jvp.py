@@ -222,12 +222,6 @@ def _sequence_jvp(static, primals, tangents):
 _sequence.defjvp(_sequence_jvp, symbolic_zeros=True)
 
 
-def _split(layout: fused.Layout, a: Array, units: int):
-    if layout.transposed:
-        return tuple(a[..., k * units : (k + 1) * units, :] for k in range(4))
-    return tuple(a[..., k * units : (k + 1) * units] for k in range(4))
-
-
 def _weight_tangent_product(layout: fused.Layout, a: Array, d_weight: Array) -> Array:
     """``a dW`` for ``a`` ``(K, B, F)`` and a weight (tangent) ``dW`` arranged by ``layout.weight``.
 
@@ -270,7 +264,7 @@ def _chunk_tangent(weights, d_weights, recurrent_mask, zero_output, layout, unit
         if bias is not None:
             z = z + bias
         t = jnp.tanh(z)
-    i, f, g, _ = layout.gates(t, units)
+    i, f, g, o = layout.gates(t, units)
 
     def cell(c, inputs):
         i, f, g, m = inputs
@@ -294,12 +288,14 @@ def _chunk_tangent(weights, d_weights, recurrent_mask, zero_output, layout, unit
 
     def step(carry, inputs):
         dh, dc = carry
-        dp_t, t_t, c_n, c_p, m_t = inputs
+        dp_t, i, f, g, o, c_n, c_p, m_t = inputs
         # What the step's tangent multiplies by: dc_t = sum of coef_{i,f,g} * dz_{i,f,g}
-        # + f dc_{t-1}, dh_t = coef_o * dz_o + od dc_t. The step is a checkpoint, so its
-        # transpose recomputes these in the backward loop instead of storing them.
-        i, f, g, o = layout.gates(t_t, units)
-        a_i, a_f, a_g, a_o = _split(layout, 1.0 - t_t * t_t, units)
+        # + f dc_{t-1}, dh_t = coef_o * dz_o + od dc_t, with d(sigmoid gate)/dz =
+        # 2 s (1 - s) (z folded: halved) and d(g)/dz = 1 - g^2. From the gates as
+        # separate (B, H) arrays (shared with the cell-state loop), not the (B, 4H)
+        # gate array: the transposed loop then reads contiguous blocks. The step is a
+        # checkpoint, so its transpose recomputes these in the backward loop instead
+        # of storing them.
         tc = jnp.tanh(c_n)
         od = o * (1.0 - tc * tc)
         dh_in = dh if recurrent_mask is None else dh * recurrent_mask
@@ -312,8 +308,12 @@ def _chunk_tangent(weights, d_weights, recurrent_mask, zero_output, layout, unit
         # (A slice's transpose is a pad per block; a product with the whole
         # coefficient array costs one more pass over the (B, 4H) gate array.)
         dz_i, dz_f, dz_g, dz_o = jnp.split(dz, 4, axis=-2 if layout.transposed else -1)
-        dc_new = (0.5 * a_i * g) * dz_i + (0.5 * a_f * c_p) * dz_f + (a_g * i) * dz_g + f * dc
-        dh_new = (0.5 * a_o * tc) * dz_o + od * dc_new
+        coef_i = 2.0 * i * (1.0 - i) * g
+        coef_f = 2.0 * f * (1.0 - f) * c_p
+        coef_g = i * (1.0 - g * g)
+        coef_o = 2.0 * o * (1.0 - o) * tc
+        dc_new = coef_i * dz_i + coef_f * dz_f + coef_g * dz_g + f * dc
+        dh_new = coef_o * dz_o + od * dc_new
         if m_t is None:
             return (dh_new, dc_new), dh_new
         keep = layout.keep(m_t)
@@ -321,7 +321,7 @@ def _chunk_tangent(weights, d_weights, recurrent_mask, zero_output, layout, unit
         return (jnp.where(keep, dh_new, dh), jnp.where(keep, dc_new, dc)), dy
 
     step = jax.checkpoint(step, prevent_cse=False)
-    return lax.scan(step, carry, (dp, t, c_new, c_prev, m))
+    return lax.scan(step, carry, (dp, i, f, g, o, c_new, c_prev, m))
 
 
 def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
