@@ -13,6 +13,8 @@ from jlstm import fileio
 from jlstm.cli import main
 from jlstm.data import load_dataset
 
+from . import reference as ref
+
 # Small and quick: one 8-unit layer, a few epochs (the full default run is in the slow tier).
 FAST = ["--layers", "8", "--epochs", "3", "--quiet"]
 
@@ -603,3 +605,88 @@ def test_a_flag_over_a_config_value_is_said_not_silent(tmp_path, capsys):
 def _console():
     script = os.path.join(os.path.dirname(sys.executable), "jlstm")
     return [script] if os.path.exists(script) else [sys.executable, "-m", "jlstm.cli"]
+
+
+# -- jlstm export ------------------------------------------------------------------------------
+
+
+def test_export_jax_matches_the_checkpoint(trained_run, tmp_path, capsys):
+    import jax
+    from jax import export
+
+    import jlstm
+    from jlstm.checkpoint import load_checkpoint
+
+    path = tmp_path / "model.jax"
+    status, out, err = run(capsys, "export", str(trained_run), "-o", str(path))
+    assert status == 0, err
+    assert out.startswith(f"wrote {path}: jax export") and len(out.splitlines()) == 1
+    ckpt = load_checkpoint(trained_run / "checkpoint")
+    x = np.random.default_rng(0).normal(size=(5, 4, ckpt.model_config.input_size))
+    x = x.astype(np.float32)
+    got = export.deserialize(bytearray(path.read_bytes())).call(x)
+    params = ckpt.state.params
+    want = jlstm.apply(params, x, ckpt.model_config)
+    # The exported program is the "hoisted" mode, the default another: each float32 run is
+    # within the rounding bound of the exact stack (reference.stack_bound), so 2x apart.
+    layers = [(p.kernel, p.recurrent_kernel, p.bias) for p in params.layers]
+    head = (params.head.kernel, params.head.bias, "linear")
+    _, bound, _ = ref.stack_bound(layers, x, head=head)
+    ref.assert_within(got, want, 2 * bound[:, -1], err_msg="exported vs apply")
+    assert jax.tree.leaves(got)[0].shape == (5, ckpt.model_config.output_size)
+
+
+def test_export_onnx_passes_the_checker(trained_run, tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    path = tmp_path / "model.onnx"  # the format follows the suffix
+    status, out, err = run(capsys, "export", str(trained_run), "-o", str(path))
+    assert status == 0, err
+    assert out.startswith(f"wrote {path}: onnx export")
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def test_export_never_overwrites_without_force(trained_run, tmp_path, capsys):
+    path = tmp_path / "mine.jax"
+    path.write_bytes(b"the user's file")
+    assert_usage_error(capsys, ["export", str(trained_run), "-o", str(path)], "exists; add --force")
+    assert path.read_bytes() == b"the user's file"
+    status, _, err = run(capsys, "export", str(trained_run), "-o", str(path), "--force")
+    assert status == 0, err
+    assert path.read_bytes() != b"the user's file"
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--format", "onnx", "--platforms", "cuda"], "--platforms applies to --format jax"),
+        (["--platforms", "gpu"], "--platforms takes"),
+        (["--format", "tflite"], "invalid choice"),
+    ],
+)
+def test_export_bad_flags(trained_run, tmp_path, capsys, argv, match):
+    path = tmp_path / "m.jax"
+    assert_usage_error(
+        capsys, ["export", str(trained_run), "-o", str(path), *argv], match, absent=[path]
+    )
+
+
+def test_export_bad_paths(trained_run, tmp_path, capsys):
+    out = tmp_path / "m.jax"
+    missing = tmp_path / "nothing"
+    assert_usage_error(capsys, ["export", str(missing), "-o", str(out)], "does not exist")
+    assert_usage_error(capsys, ["export", str(tmp_path), "-o", str(out)], "checkpoint")
+    assert_usage_error(
+        capsys, ["export", str(trained_run), "-o", str(tmp_path / "no" / "m.jax")], "directory"
+    )
+    assert_usage_error(capsys, ["export", str(trained_run), "-o", str(tmp_path)], "directory")
+    assert not out.exists()
+
+
+def test_train_keras_adam_in_order(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--out", str(out), "--optimizer", "keras_adam", "--no-shuffle"]
+    status, _, err = run(capsys, *argv, *FAST, "--no-plot")
+    assert status == 0, err
+    config = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert config["train"]["optimizer"] == "keras_adam"
+    assert config["train"]["shuffle"] is False

@@ -32,12 +32,15 @@ from ..experiment import (
     SettingsError,
     TrainingInterrupted,
 )
+from ..export import EXPORT_FORMATS
 from . import commands
 from .options import BY_NAME, UsageError, add_options, parse_int
 
 __all__ = ["build_parser", "main"]
 
 EXIT_USAGE = 2
+# jax.export's lowering platforms.
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 EXIT_NONFINITE = 1
 
 
@@ -58,6 +61,16 @@ def _steps_ahead(text: str) -> int:
             f"--steps-ahead {err} (an integer from 1 to {MAX_FORECAST})"
         ) from None
     return value
+
+
+def _platforms(text: str) -> tuple[str, ...]:
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in names if p not in PLATFORMS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"--platforms takes a comma-separated list of {', '.join(PLATFORMS)}, got {text!r}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,6 +160,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", "-o", metavar="FILE.csv", help="write the CSV here (default: standard output)"
     )
     predict.set_defaults(func=commands.predict)
+
+    export = sub.add_parser(
+        "export",
+        help="write a trained model as one inference file (jax.export or ONNX)",
+        description="Write the run's model as one inference file: --format jax, a serialised "
+        "jax.export program (x (batch, steps, D) -> y (batch, O); load it with "
+        "jax.export.deserialize, no jlstm needed), or --format onnx (standard LSTM operators). "
+        "An existing file is kept unless --force.",
+    )
+    export.add_argument(
+        "run", metavar="RUN", help="a run directory from `jlstm train` (or its checkpoint/)"
+    )
+    export.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the file to write (.jax, .onnx)"
+    )
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        help="jax or onnx (default: onnx for a FILE ending in .onnx, else jax)",
+    )
+    export.add_argument(
+        "--platforms",
+        type=_platforms,
+        metavar="LIST",
+        help=f"--format jax: where the program runs, from {', '.join(PLATFORMS)} "
+        "(comma-separated; default cpu)",
+    )
+    export.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    export.set_defaults(func=commands.export)
 
     datasets = sub.add_parser(
         "datasets",

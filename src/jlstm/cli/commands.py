@@ -1,4 +1,4 @@
-"""The four commands: each parses nothing and computes nothing itself, it calls
+"""The commands: each parses nothing and computes nothing itself, it calls
 ``jlstm.experiment`` and prints what came back."""
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ import os
 import sys
 
 from .. import fileio
+from ..checkpoint import CheckpointError
 from ..data import DEFAULT_DATASET, list_datasets
 from ..experiment import (
     Settings,
+    checkpoint_path,
     evaluate_run,
     predict_run,
     run_training,
@@ -18,9 +20,10 @@ from ..experiment import (
     verdict,
     write_metrics,
 )
+from ..export import export_checkpoint
 from .options import UsageError, given_settings
 
-__all__ = ["datasets", "evaluate", "predict", "train"]
+__all__ = ["datasets", "evaluate", "export", "predict", "train"]
 
 
 def _say(message: str) -> None:
@@ -86,6 +89,42 @@ def predict(args: argparse.Namespace) -> int:
         print(f"wrote {args.n} forecasts to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(result.csv)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    output = args.output
+    fmt = args.format or ("onnx" if output.lower().endswith(".onnx") else "jax")
+    if args.platforms is not None and fmt != "jax":
+        raise UsageError("--platforms applies to --format jax (an ONNX file is platform-free)")
+    if os.path.isdir(output):
+        raise UsageError(f"--output {output!r} is a directory; give a file name")
+    if os.path.lexists(output) and not args.force:
+        raise UsageError(f"--output {output!r} exists; add --force to replace it")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise UsageError(f"--output {output!r}: its directory does not exist")
+    fileio.refuse_symlink(output, "--output")
+    fileio.check_writable(parent)
+    if not os.path.exists(args.run):
+        raise CheckpointError(f"run directory {args.run!r} does not exist")
+    options = {"platforms": args.platforms or ("cpu",)} if fmt == "jax" else {}
+    try:
+        config = export_checkpoint(
+            checkpoint_path(args.run), output, format=fmt, overwrite=args.force, **options
+        )
+    except FileExistsError:  # it appeared while the model was exported
+        raise UsageError(f"--output {output!r} exists; add --force to replace it") from None
+    except ValueError as err:  # a model option the format cannot express
+        if isinstance(err, CheckpointError):
+            raise
+        raise UsageError(f"cannot export {args.run!r} as {fmt}: {err}") from None
+    layers = " -> ".join(f"LSTM {h}" for h in config.layer_sizes)
+    where = f"; runs on {', '.join(options['platforms'])}" if fmt == "jax" else ""
+    print(
+        f"wrote {output}: {fmt} export of {args.run} ({layers} -> Dense({config.output_size}), "
+        f"input (batch, steps, {config.input_size}) {config.param_dtype}{where})"
+    )
     return 0
 
 
