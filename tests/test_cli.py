@@ -690,3 +690,55 @@ def test_train_keras_adam_in_order(tmp_path, capsys):
     config = json.loads((out / "checkpoint" / "config.json").read_text())
     assert config["train"]["optimizer"] == "keras_adam"
     assert config["train"]["shuffle"] is False
+
+
+# -- jlstm task ---------------------------------------------------------------------------------
+
+
+def test_task_plumbing_with_a_short_budget(tmp_path, capsys):
+    """The first chunk (50 steps) overruns a 0.01 s budget: far from the criterion, exit 1."""
+    out = tmp_path / "adding"
+    argv = ["task", "adding", "--length", "10", "--out", str(out), "--budget", "0.01"]
+    status, stdout, err = run(capsys, *argv)
+    assert status == 1, (stdout, err)
+    assert "/2560 test sequences wrong; paper: Hochreiter & Schmidhuber" in stdout
+    assert "stopped by the budget" in stdout
+    assert err.strip().splitlines() == [
+        "jlstm task: the success criterion (at most 3 wrong) was not met; raise --budget"
+    ]
+    assert sorted(os.listdir(out)) == [
+        fileio.LOCK_FILE,
+        "checkpoint",
+        "history.json",
+        "metrics.json",
+    ]
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["stopped_by"] == "budget" and not report["success"]
+    assert f"{report['test']['wrong']}/2560" in stdout
+    # The run directory is not reused.
+    assert_usage_error(capsys, argv, "is not empty: choose another --out")
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["adding", "--length", "3"], "needs length >= 6"),
+        (["temporal-order", "--length", "10"], "needs length >= 20"),
+        (["addition", "--length", "30"], "invalid choice"),
+        (["copy", "--length", "0"], "--length must be >= 1"),
+        (["copy", "--length", "5", "--budget", "nan"], "--budget must be"),
+        (["copy"], "--length"),
+    ],
+)
+def test_task_bad_input(tmp_path, capsys, argv, match):
+    out = tmp_path / "t"
+    assert_usage_error(capsys, ["task", *argv, "--out", str(out)], match, absent=[out])
+
+
+@pytest.mark.slow
+def test_task_adding_30_meets_the_criterion(tmp_path, capsys):
+    out = tmp_path / "adding30"
+    status, stdout, err = run(capsys, "task", "adding", "--length", "30", "--out", str(out))
+    assert status == 0, (stdout, err)
+    assert "stopped by the criterion" in stdout
+    assert json.loads((out / "metrics.json").read_text())["success"]

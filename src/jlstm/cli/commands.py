@@ -15,15 +15,17 @@ from ..experiment import (
     checkpoint_path,
     evaluate_run,
     predict_run,
+    run_directory,
     run_training,
     score_table,
     verdict,
     write_metrics,
 )
 from ..export import export_checkpoint
+from ..tasks import TEST_SEQUENCES, check_task, run_task
 from .options import UsageError, given_settings
 
-__all__ = ["datasets", "evaluate", "export", "predict", "train"]
+__all__ = ["datasets", "evaluate", "export", "predict", "task", "train"]
 
 
 def _say(message: str) -> None:
@@ -126,6 +128,36 @@ def export(args: argparse.Namespace) -> int:
         f"input (batch, steps, {config.input_size}) {config.param_dtype}{where})"
     )
     return 0
+
+
+def task(args: argparse.Namespace) -> int:
+    name = args.name.replace("-", "_")
+    try:
+        paper = check_task(name, args.length).paper
+    except ValueError as err:
+        raise UsageError(f"--length: {err}") from None
+    with run_directory(args.out, resumable=False):
+        report = run_task(name, args.length, args.out, seed=args.seed, budget_seconds=args.budget)
+    test = report["test"]
+    line = f"{args.name} T={args.length}: {test['wrong']}/{test['n']} test sequences wrong"
+    if "baseline_loss" in report:
+        line += f", loss {test['loss']:.4g} (memoryless baseline {report['baseline_loss']:.4g})"
+    print(f"{line}; paper: {paper}")
+    print(
+        f"trained {report['steps']} steps ({report['sequences']} sequences) in "
+        f"{report['train_seconds']} s, stopped by the {report['stopped_by'].replace('_', ' ')}"
+    )
+    print(f"wrote {args.out}{os.sep}: checkpoint metrics.json history.json")
+    if report["success"]:
+        return 0
+    bar = (
+        "a loss below the memoryless baseline"
+        if "baseline_loss" in report
+        else f"at most {3 * test['n'] // TEST_SEQUENCES} wrong"
+    )
+    hint = "; raise --budget" if report["stopped_by"] == "budget" else ""
+    print(f"jlstm task: the success criterion ({bar}) was not met{hint}", file=sys.stderr)
+    return 1
 
 
 def datasets(args: argparse.Namespace) -> int:
