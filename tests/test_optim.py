@@ -178,3 +178,22 @@ def test_fit_matches_keras_fit_without_shuffle():
         )
     )
     assert off > 100 * distance  # the order matters: shuffle=True is another run
+
+
+def test_keras_optimizer_state_checkpoints_and_resumes_bit_for_bit(tmp_path):
+    from jlstm.checkpoint import load_checkpoint, save_checkpoint
+    from jlstm.train import TrainConfig, fit
+
+    cfg = jlstm.ModelConfig(input_size=1, layer_sizes=(4,))
+    x, y = _windows(20, 3)
+    train_cfg = TrainConfig(epochs=4, optimizer="keras_rmsprop", shuffle=False, patience=None)
+    saved = []
+    whole = fit(cfg, (x, y), None, train_cfg, on_epoch_end=saved.append)
+    save_checkpoint(tmp_path / "ckpt", cfg, train_cfg, saved[1])
+    ckpt = load_checkpoint(tmp_path / "ckpt")
+    assert ckpt.train_config == train_cfg
+    resumed = fit(cfg, (x, y), None, ckpt.train_config, state=ckpt.state)
+    for a, b in zip(jax.tree.leaves(resumed.train), jax.tree.leaves(whole.train), strict=True):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
