@@ -22,6 +22,8 @@ from ..train import TrainConfig, check_int
 __all__ = ["GROUPS", "Settings", "SettingsError", "check_setting"]
 
 GROUPS = ("data", "features", "model", "train")
+# Settings added after runs were first saved: a stored run without them takes the default.
+_ADDED = frozenset({"shuffle"})
 
 
 def _in(group: str, default: Any):
@@ -81,6 +83,7 @@ class Settings:
     loss: str = _in("train", "mse")
     patience: int | None = _in("train", 50)
     seed: int = _in("train", 0)
+    shuffle: bool = _in("train", True)
     checkpoint_every: int = _in("train", 10)
 
     def __post_init__(self):
@@ -135,7 +138,8 @@ class Settings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:
-        if set(data) != set(cls.names()):
+        # Runs saved before a setting existed take its default.
+        if not set(cls.names()) - _ADDED <= set(data) <= set(cls.names()):
             raise SettingsError("settings", "not the settings of a `jlstm train` run")
         return cls(**data)
 
@@ -164,6 +168,7 @@ class Settings:
             loss=self.loss,
             patience=self.patience,
             seed=self.seed,
+            shuffle=self.shuffle,
         )
 
     def model_config(self, pipeline: Pipeline) -> ModelConfig:
@@ -252,6 +257,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "loss": lambda v: TrainConfig(loss=v),
     "patience": lambda v: TrainConfig(patience=v),
     "seed": lambda v: TrainConfig(seed=v),
+    "shuffle": lambda v: TrainConfig(shuffle=v),
     "checkpoint_every": lambda v: check_int("checkpoint_every", v, 1, 1_000_000),
 }
 _FIELD = {"lr": "learning_rate", "layers": "units"}
