@@ -41,9 +41,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .constraints import apply_constraints, has_constraints
 from .model import ModelConfig, apply, init_params
-from .regularizers import has_activity_regularizer, has_weight_regularizer, regularized_apply
+from .penalties import (
+    apply_constraints,
+    has_activity_regularizer,
+    has_constraints,
+    has_weight_regularizer,
+    regularized_apply,
+)
 from .types import Array, ModelParams
 
 __all__ = [
