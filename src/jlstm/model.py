@@ -346,37 +346,18 @@ def apply(
 
 
 @functools.partial(jax.jit, static_argnames=("config", "training"))
-def apply_with_outputs(
-    params: ModelParams,
-    x: Array,
-    config: ModelConfig,
-    *,
-    mask: Array | None = None,
-    seq_lengths: Array | None = None,
-    initial_states: tuple[LSTMState | None, ...] | None = None,
-    training: bool = False,
-    key: Array | None = None,
-):
+def apply_with_outputs(params: ModelParams, x: Array, config: ModelConfig, **options: Any):
     """``apply`` that also returns every layer's outputs (for activity regularizers).
 
-    Arguments as ``apply`` (``jax.jit`` likewise).
+    Arguments as ``apply`` (``jax.jit`` likewise); ``options`` are its keywords but
+    ``return_state``: ``mask``, ``seq_lengths``, ``initial_states``, ``training``, ``key``.
 
     Returns:
         ``(y, states, layer_outputs)``: ``y`` and ``states`` as ``apply(...,
         return_state=True)``; ``layer_outputs[k]`` holds layer ``k``'s output per
         direction, before merging and dropout (see ``apply_stack``).
     """
-    return _forward(
-        params,
-        x,
-        config,
-        mask=mask,
-        seq_lengths=seq_lengths,
-        initial_states=initial_states,
-        training=training,
-        key=key,
-        collect_outputs=True,
-    )
+    return _forward(params, x, config, collect_outputs=True, **options)
 
 
 def _forward(

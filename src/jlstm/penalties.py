@@ -28,13 +28,14 @@ The optax forms of the same (``add_regularization``, ``constrain``) are in
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from .model import ModelConfig, apply_with_outputs
 from .regularizers import RegularizerFn
-from .types import Array, BidirectionalParams, CellParams, DenseParams, LSTMState, ModelParams
+from .types import Array, BidirectionalParams, CellParams, DenseParams, ModelParams
 from .validation import check_layer_count
 
 __all__ = [
@@ -149,12 +150,8 @@ def regularized_apply(
     x: Array,
     config: ModelConfig,
     *,
-    mask: Array | None = None,
-    seq_lengths: Array | None = None,
-    initial_states: tuple[LSTMState | None, ...] | None = None,
     return_state: bool = False,
-    training: bool = False,
-    key: Array | None = None,
+    **options: Any,
 ):
     """``jlstm.apply`` that also returns the total regularization penalty.
 
@@ -165,23 +162,15 @@ def regularized_apply(
 
     Args:
         params, x, config: as ``jlstm.apply``; ``x`` is ``(B..., T, D)``.
-        mask, seq_lengths, initial_states, return_state, training, key: as
-            ``jlstm.apply``.
+        return_state: also return the final state of every layer, as ``jlstm.apply``.
+        **options: ``jlstm.apply``'s other keywords (``mask``, ``seq_lengths``,
+            ``initial_states``, ``training``, ``key``).
 
     Returns:
         ``(y, penalty)`` (or ``((y, states), penalty)`` with ``return_state=True``),
         ``penalty`` a float32 scalar.
     """
-    y, states, layer_outputs = apply_with_outputs(
-        params,
-        x,
-        config,
-        mask=mask,
-        seq_lengths=seq_lengths,
-        initial_states=initial_states,
-        training=training,
-        key=key,
-    )
+    y, states, layer_outputs = apply_with_outputs(params, x, config, **options)
     batch_ndim = jnp.ndim(x) - 2
     penalty = regularization_loss(params, config) + activity_loss(
         layer_outputs, y, config, batch_ndim=batch_ndim
