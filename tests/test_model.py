@@ -20,6 +20,20 @@ def _keras_lstm_params(d, h):
     return 4 * h * (d + h + 1)
 
 
+def _stack_bound(params, x, head_act="linear", dtype=np.float32):
+    """Per-step float64 outputs of a unidirectional stack with a per-step head, and the
+    derived bound on a ``dtype`` run's error (``reference.stack_bound``), computed on the
+    values a ``dtype`` run sees (params and inputs rounded to ``dtype``)."""
+
+    def seen(a):
+        return None if a is None else np.asarray(jnp.asarray(a, dtype), np.float64)
+
+    layers = [tuple(seen(a) for a in p) for p in params.layers]
+    head = (seen(params.head.kernel), seen(params.head.bias), head_act)
+    y, bound, _ = ref.stack_bound(layers, seen(x), head=head, dtype=dtype)
+    return y, bound
+
+
 def test_seed_model_shapes_and_parameter_count():
     params = jlstm.init_params(jax.random.key(0), SEED)
     shapes = [(p.kernel.shape, p.recurrent_kernel.shape, p.bias.shape) for p in params.layers]
@@ -41,12 +55,10 @@ def test_apply_matches_reference_stack(rng):
     params = jlstm.init_params(jax.random.key(1), config)
     x = rng.normal(size=(4, 6, 2)).astype(np.float32)
     y = jlstm.apply(params, jnp.asarray(x), config)
-    h = x
-    for p in params.layers:
-        h, _, _ = ref.lstm_layer(p.kernel, p.recurrent_kernel, p.bias, h)
-    want = np.tanh(h[:, -1] @ np.asarray(params.head.kernel, np.float64) + params.head.bias)
+    want, bound = _stack_bound(params, x, "tanh")
     assert y.shape == (4, 2) and y.dtype == jnp.float32
-    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    # float32 vs the float64 stack: the derived bound at the last step.
+    ref.assert_within(y, want[:, -1], bound[:, -1], err_msg="apply vs float64 stack")
 
 
 def test_return_sequences_head_and_states(rng):
@@ -61,7 +73,9 @@ def test_return_sequences_head_and_states(rng):
     last = jlstm.apply(
         params, x, jlstm.ModelConfig(input_size=1, layer_sizes=(6, 5), output_size=3)
     )
-    np.testing.assert_allclose(y[:, -1], last, rtol=1e-6, atol=1e-7)
+    _, bound = _stack_bound(params, x)
+    # Two float32 runs of the same stack (head on every step vs the last): twice the bound.
+    ref.assert_within(y[:, -1], last, 2 * bound[:, -1], err_msg="sequence head vs last")
     # Feeding the final states back continues the sequence.
     y2 = jlstm.apply(
         params,
@@ -69,7 +83,9 @@ def test_return_sequences_head_and_states(rng):
         config,
         initial_states=jlstm.apply(params, x[:, :4], config, return_state=True)[1],
     )
-    np.testing.assert_allclose(y2, y[:, 4:], rtol=1e-5, atol=1e-6)
+    # In exact arithmetic the same function; each float32 run rounds the same
+    # operations, so each is within the full run's bound of float64: twice it.
+    ref.assert_within(y2, y[:, 4:], 2 * bound[:, 4:], err_msg="continued from states")
 
 
 def test_per_layer_options(rng):
@@ -93,9 +109,17 @@ def test_per_layer_options(rng):
     )
     h1, _, _ = ref.lstm_layer(p1.kernel, p1.recurrent_kernel, p1.bias, h0, ract="hard_sigmoid")
     want = h1[:, -1] @ np.asarray(params.head.kernel, np.float64) + params.head.bias
-    np.testing.assert_allclose(
-        jlstm.apply(params, jnp.asarray(x), config), want, rtol=1e-5, atol=1e-6
+    # float32 vs float64: each layer's derived bound (processing order, as the reference
+    # returns it), the first layer's carried into the second, then the head's.
+    b0, _, _ = ref.lstm_layer_bound(
+        p0.kernel, p0.recurrent_kernel, None, x, go_backwards=True, act="relu",
+        ract="hard_sigmoid",
+    )  # fmt: skip
+    b1, _, _ = ref.lstm_layer_bound(
+        p1.kernel, p1.recurrent_kernel, p1.bias, h0, ract="hard_sigmoid", dx=b0
     )
+    _, bound = ref.dense_bound(params.head.kernel, params.head.bias, h1[:, -1], b1[:, -1])
+    ref.assert_within(jlstm.apply(params, jnp.asarray(x), config), want, bound, err_msg="options")
 
 
 def test_config_validation_messages():
@@ -200,11 +224,9 @@ def test_float64_under_x64(rng):
         assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(params))
         y = jlstm.apply(params, jnp.asarray(x), config)
         assert y.dtype == jnp.float64
-        h = x
-        for p in params.layers:
-            h, _, _ = ref.lstm_layer(p.kernel, p.recurrent_kernel, p.bias, h)
-        want = h[:, -1] @ np.asarray(params.head.kernel) + np.asarray(params.head.bias)
-        np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-13)
+        # float64 vs the float64 reference (its own rounding included): the derived bound.
+        want, bound = _stack_bound(params, x, dtype=np.float64)
+        ref.assert_within(y, want[:, -1], bound[:, -1], err_msg="float64")
     with jax.enable_x64(False), pytest.raises(ValueError, match="jax_enable_x64"):
         jlstm.init_params(jax.random.key(0), config)
 
@@ -222,8 +244,12 @@ def test_bfloat16_mixed_precision_forward_and_training(rng):
     y32 = jlstm.apply(params, x, f32)
     y16 = jlstm.apply(params, x, mixed)
     assert y16.dtype == jnp.float32  # outputs come back in the parameter dtype
-    # bfloat16 keeps 8 mantissa bits: agreement to a few 1e-2, not better.
-    np.testing.assert_allclose(y16, y32, atol=3e-2)
+    # Each run within its derived bound of the float64 stack on the values it sees
+    # (bfloat16 rounds params and inputs first; u = 2^-9), on 32 windows to keep the
+    # bound's cost small.
+    for y, dtype in ((y32, np.float32), (y16, jnp.bfloat16)):
+        want, bound = _stack_bound(params, x[:32], dtype=dtype)
+        ref.assert_within(y[:32], want[:, -1], bound[:, -1], err_msg=f"{dtype.__name__}")
     assert not np.array_equal(y16, y32)  # it really computed in bfloat16
 
     opt = optax.adam(1e-2)
