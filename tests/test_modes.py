@@ -341,9 +341,29 @@ def test_layer_options_through_auto_match_keras2():
             return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(params, x)
 
         (v_auto, g_auto), (v_ref, g_ref) = run("auto"), run(2)
-    np.testing.assert_allclose(v_auto, v_ref, rtol=1e-12)
-    for a, b in zip(jax.tree.leaves(g_auto), jax.tree.leaves(g_ref), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    args = [np.asarray(a, np.float64) for a in (*params, x)]
+    h0, c0, np_mask = np.asarray(init.h), np.asarray(init.c), np.asarray(mask)
+    layer = dict(h0=h0, c0=c0, mask=np_mask, go_backwards=True)
+    y, _, c = ref.lstm_layer(*args, **layer)
+    b_y, _, b_c = ref.lstm_layer_bound(*args, **layer, dtype=np.float64)
+    # Two float64 runs, each output within b of exact: the loss sum(y^2) + sum(c) moves
+    # by sum((2|y| + 2b) 2b) + sum(2 b_c), plus its own rounding (2 gamma_n of its terms).
+    terms = np.sum(y**2) + np.sum(np.abs(c))
+    loss_error = np.sum((2 * np.abs(y) + b_y) * b_y) + np.sum(b_c)
+    loss_error += ref.sum_rtol(y.size + c.size, np.float64) / 2 * terms
+    np.testing.assert_allclose(v_auto, v_ref, rtol=0, atol=2 * loss_error)
+
+    def np_loss(*a):
+        y, _, c = ref.lstm_layer(*a, **layer)
+        return float(np.sum(y**2) + np.sum(c))
+
+    # Each AD gradient within the central differences' derived bound (two of them apart).
+    fd, bounds = fd_grad_and_bound(np_loss, args, loss_error)
+    for a, b, g, bound in zip(
+        jax.tree.leaves(g_auto), jax.tree.leaves(g_ref), fd, bounds, strict=True
+    ):
+        ref.assert_within(a, g, bound, err_msg="auto vs differences")
+        ref.assert_within(b, g, bound, err_msg="keras2 vs differences")
 
 
 @pytest.mark.parametrize("kernel", [fused_jvp, fused_vjp], ids=["fused_jvp", "fused_vjp"])
@@ -471,9 +491,11 @@ def test_cudnn_packing_matches_the_reference_layout():
         return_state=True,
         implementation=2,
     )
-    np.testing.assert_allclose(y, ours, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(h_n[0], state.h, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(c_n[0], state.c, rtol=1e-5, atol=1e-6)
+    # Two float32 runs of one layer, each within the derived float64 bound: twice it.
+    b_out, b_h, b_c = ref.lstm_layer_bound(*params, x, h0[0], c0[0])
+    ref.assert_within(y, ours, 2 * b_out, err_msg="lstm_ref outputs")
+    ref.assert_within(h_n[0], state.h, 2 * b_h, err_msg="lstm_ref h")
+    ref.assert_within(c_n[0], state.c, 2 * b_c, err_msg="lstm_ref c")
 
 
 def test_cudnn_is_gpu_only_and_declares_its_limits():
@@ -538,10 +560,13 @@ def test_auto_falls_back_for_other_activations():
     kw = {"activation": "relu", "recurrent_activation": "hard_sigmoid", "return_sequences": True}
     with pytest.raises(ValueError, match="standard activations"):
         jlstm.lstm_layer(params, x, implementation="fused_vjp", **kw)
-    np.testing.assert_allclose(
+    # Two float32 runs, each within the derived float64 bound (relu, hard_sigmoid): twice it.
+    bound, _, _ = ref.lstm_layer_bound(*params, x, act="relu", ract="hard_sigmoid")
+    ref.assert_within(
         jlstm.lstm_layer(params, x, implementation="auto", **kw),
         jlstm.lstm_layer(params, x, implementation=2, **kw),
-        rtol=1e-6,
+        2 * bound,
+        err_msg="auto vs 2, relu",
     )
 
 
