@@ -119,8 +119,8 @@ def test_any_number_of_windows_compiles_once_per_bucket():
     series = _series()
     pipeline = Pipeline.fit(series, FeatureConfig(steps=3, val_size=8, test_size=8))
     config, params = _constant_model(pipeline, [0.5])
-    before = model._apply_jit._cache_size()
+    before = model.apply._cache_size()
     for n in (5, 6, 7, 8):  # one bucket of 8 rows
         out = predict_windows(params, config, np.zeros((n, 3, pipeline.input_size), np.float32))
         np.testing.assert_array_equal(out, np.full((n, 1), 0.5, np.float32))
-    assert model._apply_jit._cache_size() - before <= 1
+    assert model.apply._cache_size() - before <= 1

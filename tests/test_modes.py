@@ -71,8 +71,9 @@ def np_loss(args, weights, **kw):
     return float(np.sum(ys * wy) + np.sum(h * wh) + np.sum(c * wc))
 
 
-def np_grad(args, weights, eps=1e-6, **kw):
-    """Central finite differences of ``np_loss`` for every element of every argument."""
+def central_differences(f, args, eps):
+    """Central differences of the float64 function ``f(*args) -> float`` for every
+    element of every argument."""
     grads = []
     for k, a in enumerate(args):
         g = np.zeros_like(a)
@@ -81,9 +82,60 @@ def np_grad(args, weights, eps=1e-6, **kw):
             minus = [x.copy() for x in args]
             plus[k][idx] += eps
             minus[k][idx] -= eps
-            g[idx] = (np_loss(plus, weights, **kw) - np_loss(minus, weights, **kw)) / (2 * eps)
+            g[idx] = (f(*plus) - f(*minus)) / (2 * eps)
         grads.append(g)
     return grads
+
+
+def fd_grad_and_bound(f, args, loss_error, eps=1e-6):
+    """Central differences of ``f`` with step ``eps`` and an elementwise bound on their
+    distance from the true derivative.
+
+    Rounding: each value of ``f`` is within ``loss_error`` of exact, so a quotient is
+    within ``loss_error / eps``. Truncation: ``g(e) = g + c e^2 + O(e^4)``, so the step
+    ``2 eps`` differences give ``|g(2e) - g(e)| = 3 |c| e^2`` up to rounding
+    ``1.5 loss_error / eps``: ``|c| e^2 <= (|g(2e) - g(e)| + 1.5 loss_error / eps) / 3``
+    (Richardson). ``ref.SAFETY`` covers the ``O(e^4)`` terms. A float64 derivative
+    computed by AD is within ``O(n u64)`` relative of exact, far below ``loss_error / eps``.
+    """
+    g1 = central_differences(f, args, eps)
+    g2 = central_differences(f, args, 2 * eps)
+    rounding = loss_error / eps
+    bounds = [
+        ref.SAFETY * ((np.abs(b - a) + 1.5 * rounding) / 3 + rounding)
+        for a, b in zip(g1, g2, strict=True)
+    ]
+    return g1, bounds
+
+
+def np_loss_error(args, weights, **kw):
+    """A bound on the float64 rounding error of ``np_loss``: the reference's derived
+    output bounds through the loss's weights, plus the loss sum's own rounding."""
+    W, U, b, xs, h0, c0 = args
+    ys, h, c = np_lstm(*args, **kw)
+    mask = kw.get("mask")
+    in_mask, rec_mask = kw.get("in_mask"), kw.get("rec_mask")
+    b_out, b_h, b_c = ref.lstm_layer_bound(
+        W, U, b, np.swapaxes(xs, 0, 1), h0, c0,
+        mask=None if mask is None else np.swapaxes(mask, 0, 1),
+        zero_output_for_mask=kw.get("zero_output", False),
+        xm=None if in_mask is None else (in_mask,) * 4,
+        hm=None if rec_mask is None else (rec_mask,) * 4,
+        dtype=np.float64,
+    )  # fmt: skip
+    wy, wh, wc = weights
+    terms = np.sum(np.abs(ys * wy)) + np.sum(np.abs(h * wh)) + np.sum(np.abs(c * wc))
+    n = ys.size + h.size + c.size
+    propagated = np.sum(np.abs(wy) * np.swapaxes(b_out, 0, 1))
+    propagated += np.sum(np.abs(wh) * b_h) + np.sum(np.abs(wc) * b_c)
+    return propagated + ref.sum_rtol(n, np.float64) * terms
+
+
+def np_grad(args, weights, **kw):
+    """``np_loss``'s central differences for every argument, and their error bounds."""
+    return fd_grad_and_bound(
+        lambda *a: np_loss(a, weights, **kw), args, np_loss_error(args, weights, **kw)
+    )
 
 
 # ----------------------------------------------------------------------------- problems
@@ -198,8 +250,11 @@ def test_values_and_gradients_match_reference(name, case, references):
         np.testing.assert_allclose(h, h_ref, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(c, c_ref, rtol=1e-10, atol=1e-12)
         grads = jax.jit(jax.grad(_jax_loss(name, kw, weights), argnums=range(6)))(*jargs)
-    for g, g_ref, label in zip(grads, grads_ref, ("W", "U", "b", "x", "h0", "c0"), strict=True):
-        np.testing.assert_allclose(g, g_ref, rtol=1e-6, atol=1e-6, err_msg=f"d loss / d {label}")
+    # AD in float64 vs central differences: the differences' derived error bound.
+    grads_ref, bounds = grads_ref
+    labels = ("W", "U", "b", "x", "h0", "c0")
+    for g, g_ref, bound, label in zip(grads, grads_ref, bounds, labels, strict=True):
+        ref.assert_within(g, g_ref, bound, err_msg=f"d loss / d {label}")
 
 
 @pytest.mark.parametrize("name", [*CPU_MODES, "auto"])
@@ -207,7 +262,11 @@ def test_forward_mode_where_supported(name, references):
     args, weights, kw, _, grads_ref = references["mask"]
     rng = np.random.default_rng(7)
     tangents = [rng.normal(size=a.shape) for a in args]
+    grads_ref, bounds = grads_ref
     expected = sum(float(np.sum(g * t)) for g, t in zip(grads_ref, tangents, strict=True))
+    # The directional derivative from central differences: each element's derived bound
+    # times |tangent|.
+    tol = sum(float(np.sum(b * np.abs(t))) for b, t in zip(bounds, tangents, strict=True))
     supported = modes.get_mode(name).supports_forward_ad
     with jax.enable_x64(True):
         jargs = tuple(jnp.asarray(a) for a in args)
@@ -215,7 +274,7 @@ def test_forward_mode_where_supported(name, references):
         loss = _jax_loss(name, kw, weights)
         if supported:
             _, derivative = jax.jvp(loss, jargs, jtan)
-            np.testing.assert_allclose(derivative, expected, rtol=1e-6)
+            np.testing.assert_allclose(derivative, expected, rtol=0, atol=tol)
         else:
             with pytest.raises(TypeError, match="forward-mode"):
                 jax.jvp(loss, jargs, jtan)
@@ -282,9 +341,29 @@ def test_layer_options_through_auto_match_keras2():
             return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(params, x)
 
         (v_auto, g_auto), (v_ref, g_ref) = run("auto"), run(2)
-    np.testing.assert_allclose(v_auto, v_ref, rtol=1e-12)
-    for a, b in zip(jax.tree.leaves(g_auto), jax.tree.leaves(g_ref), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    args = [np.asarray(a, np.float64) for a in (*params, x)]
+    h0, c0, np_mask = np.asarray(init.h), np.asarray(init.c), np.asarray(mask)
+    layer = dict(h0=h0, c0=c0, mask=np_mask, go_backwards=True)
+    y, _, c = ref.lstm_layer(*args, **layer)
+    b_y, _, b_c = ref.lstm_layer_bound(*args, **layer, dtype=np.float64)
+    # Two float64 runs, each output within b of exact: the loss sum(y^2) + sum(c) moves
+    # by sum((2|y| + 2b) 2b) + sum(2 b_c), plus its own rounding (2 gamma_n of its terms).
+    terms = np.sum(y**2) + np.sum(np.abs(c))
+    loss_error = np.sum((2 * np.abs(y) + b_y) * b_y) + np.sum(b_c)
+    loss_error += ref.sum_rtol(y.size + c.size, np.float64) / 2 * terms
+    np.testing.assert_allclose(v_auto, v_ref, rtol=0, atol=2 * loss_error)
+
+    def np_loss(*a):
+        y, _, c = ref.lstm_layer(*a, **layer)
+        return float(np.sum(y**2) + np.sum(c))
+
+    # Each AD gradient within the central differences' derived bound (two of them apart).
+    fd, bounds = fd_grad_and_bound(np_loss, args, loss_error)
+    for a, b, g, bound in zip(
+        jax.tree.leaves(g_auto), jax.tree.leaves(g_ref), fd, bounds, strict=True
+    ):
+        ref.assert_within(a, g, bound, err_msg="auto vs differences")
+        ref.assert_within(b, g, bound, err_msg="keras2 vs differences")
 
 
 @pytest.mark.parametrize("kernel", [fused_jvp, fused_vjp], ids=["fused_jvp", "fused_vjp"])
@@ -314,22 +393,39 @@ def test_fused_kernel_variants_match_reference(kernel, layout, hoist, store_gate
 
         (_, ys), grads = jax.value_and_grad(loss, argnums=range(6), has_aux=True)(*jargs)
     np.testing.assert_allclose(ys, ys_ref, rtol=1e-10, atol=1e-12)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        np.testing.assert_allclose(g, g_ref, rtol=1e-6, atol=1e-6)
+    # AD in float64 vs central differences: the differences' derived error bound.
+    for g, g_ref, bound in zip(grads, *grads_ref, strict=True):
+        ref.assert_within(g, g_ref, bound, err_msg="gradient")
 
 
 def test_vmap_of_grad_through_the_custom_vjp():
     rng = np.random.default_rng(4)
-    params = jlstm.init_cell_params(jax.random.key(0), 2, 3)
-    x = jnp.asarray(rng.normal(size=(3, 5, 2)), jnp.float32)
+    with jax.enable_x64(True):  # float64, so that central differences can bound the result
+        params = jlstm.init_cell_params(jax.random.key(0), 2, 3, dtype=jnp.float64)
+        x = jnp.asarray(rng.normal(size=(3, 5, 2)))
 
-    def loss(impl):
-        return lambda p, x1: jnp.sum(jlstm.lstm_layer(p, x1, implementation=impl) ** 2)
+        def loss(impl):
+            return lambda p, x1: jnp.sum(jlstm.lstm_layer(p, x1, implementation=impl) ** 2)
 
-    per_seq = jax.jit(jax.vmap(jax.grad(loss("fused_vjp")), in_axes=(None, 0)))(params, x)
-    ref = jax.jit(jax.vmap(jax.grad(loss(2)), in_axes=(None, 0)))(params, x)
-    for a, b in zip(jax.tree.leaves(per_seq), jax.tree.leaves(ref), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        per_seq = jax.jit(jax.vmap(jax.grad(loss("fused_vjp")), in_axes=(None, 0)))(params, x)
+        keras2 = jax.jit(jax.vmap(jax.grad(loss(2)), in_axes=(None, 0)))(params, x)
+    weights = [np.asarray(a) for a in params]
+    for i in range(x.shape[0]):
+        xi = np.asarray(x[i : i + 1])
+        _, h, _ = ref.lstm_layer(*weights, xi)
+        _, b_h, _ = ref.lstm_layer_bound(*weights, xi, dtype=np.float64)
+        # sum(h^2) moves by sum((2|h| + b) b), plus its own rounding (gamma_n of its terms).
+        loss_error = np.sum((2 * np.abs(h) + b_h) * b_h)
+        loss_error += ref.sum_rtol(h.size, np.float64) / 2 * np.sum(h**2)
+
+        def np_loss(*w, xi=xi):
+            return float(np.sum(ref.lstm_layer(*w, xi)[1] ** 2))
+
+        # Each per-sequence AD gradient within the central differences' derived bound.
+        fd, bounds = fd_grad_and_bound(np_loss, weights, loss_error)
+        for a, b, g, bound in zip(per_seq, keras2, fd, bounds, strict=True):
+            ref.assert_within(a[i], g, bound, err_msg=f"fused_vjp, sequence {i}")
+            ref.assert_within(b[i], g, bound, err_msg=f"keras2, sequence {i}")
 
 
 def test_multicore_splits_the_batch_over_cpu_devices():
@@ -411,9 +507,11 @@ def test_cudnn_packing_matches_the_reference_layout():
         return_state=True,
         implementation=2,
     )
-    np.testing.assert_allclose(y, ours, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(h_n[0], state.h, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(c_n[0], state.c, rtol=1e-5, atol=1e-6)
+    # Two float32 runs of one layer, each within the derived float64 bound: twice it.
+    b_out, b_h, b_c = ref.lstm_layer_bound(*params, x, h0[0], c0[0])
+    ref.assert_within(y, ours, 2 * b_out, err_msg="lstm_ref outputs")
+    ref.assert_within(h_n[0], state.h, 2 * b_h, err_msg="lstm_ref h")
+    ref.assert_within(c_n[0], state.c, 2 * b_c, err_msg="lstm_ref c")
 
 
 def test_cudnn_is_gpu_only_and_declares_its_limits():
@@ -478,10 +576,13 @@ def test_auto_falls_back_for_other_activations():
     kw = {"activation": "relu", "recurrent_activation": "hard_sigmoid", "return_sequences": True}
     with pytest.raises(ValueError, match="standard activations"):
         jlstm.lstm_layer(params, x, implementation="fused_vjp", **kw)
-    np.testing.assert_allclose(
+    # Two float32 runs, each within the derived float64 bound (relu, hard_sigmoid): twice it.
+    bound, _, _ = ref.lstm_layer_bound(*params, x, act="relu", ract="hard_sigmoid")
+    ref.assert_within(
         jlstm.lstm_layer(params, x, implementation="auto", **kw),
         jlstm.lstm_layer(params, x, implementation=2, **kw),
-        rtol=1e-6,
+        2 * bound,
+        err_msg="auto vs 2, relu",
     )
 
 

@@ -17,6 +17,8 @@ import pytest
 
 import jlstm
 from jlstm import constraints as C
+from jlstm import optax_adapters as O
+from jlstm import penalties as P
 from jlstm import regularizers as R
 from jlstm.interop.keras import to_keras
 
@@ -132,17 +134,15 @@ def setup():
 def test_config_with_regularizers_and_constraints_is_hashable_and_json(setup):
     back = jlstm.ModelConfig.from_dict(json.loads(json.dumps(CONFIG.to_dict())))
     assert back == CONFIG and hash(back) == hash(CONFIG)
-    assert R.has_weight_regularizer(CONFIG) and R.has_activity_regularizer(CONFIG)
-    assert C.has_constraints(CONFIG) and not C.has_constraints(jlstm.ModelConfig())
+    assert P.has_weight_regularizer(CONFIG) and P.has_activity_regularizer(CONFIG)
+    assert P.has_constraints(CONFIG) and not P.has_constraints(jlstm.ModelConfig())
 
 
 def test_penalty_matches_keras_model_losses(setup):
     params, x, _ = setup
     model = to_keras(CONFIG, params)
     out = model(x)
-    _, penalty = jax.jit(R.regularized_apply, static_argnames="config")(
-        params, jnp.asarray(x), CONFIG
-    )
+    _, penalty = P.regularized_apply(params, jnp.asarray(x), CONFIG)
     # Sums of nonnegative penalty terms over every weight and activation: 2 gamma_n.
     n = sum(a.size for a in jax.tree.leaves(params)) + sum(int(np.size(v)) for v in model.losses)
     n += x.shape[0] * x.shape[1] * sum(CONFIG.layer_sizes) * 2  # activity terms, both halves
@@ -152,7 +152,7 @@ def test_penalty_matches_keras_model_losses(setup):
         float(v.regularizer(v.value)) for v in model.trainable_weights if v.regularizer
     )
     np.testing.assert_allclose(
-        float(R.regularization_loss(params, CONFIG)), weights_only, rtol=ref.sum_rtol(n)
+        float(P.regularization_loss(params, CONFIG)), weights_only, rtol=ref.sum_rtol(n)
     )
     y = APPLY(params, jnp.asarray(x), CONFIG)
     # A bidirectional stack: no per-element bound helper; 1e-5 is about twice the per-layer
@@ -166,7 +166,7 @@ def test_apply_constraints_matches_keras(setup):
     for v in model.trainable_weights:
         if v.constraint is not None:
             v.assign(v.constraint(v.value))
-    projected = C.apply_constraints(params, CONFIG)
+    projected = P.apply_constraints(params, CONFIG)
     back = to_keras(CONFIG, projected)
     for ours, theirs in zip(back.trainable_weights, model.trainable_weights, strict=True):
         # Norms over at most a kernel's entries, a clip, a division, a product (see above).
@@ -177,11 +177,11 @@ def test_apply_constraints_matches_keras(setup):
     bare = jlstm.ModelConfig(
         input_size=2, layer_sizes=(4, 3), output_size=2, bidirectional=("concat", False)
     )
-    assert C.apply_constraints(params, bare) is params  # nothing to project
+    assert P.apply_constraints(params, bare) is params  # nothing to project
 
 
 def _loss(params, x, y):
-    pred, penalty = R.regularized_apply(params, x, CONFIG)
+    pred, penalty = P.regularized_apply(params, x, CONFIG)
     return jnp.mean((pred - y) ** 2) + penalty
 
 
@@ -197,7 +197,7 @@ def test_one_sgd_step_matches_keras_training(setup):
     # of forward outputs within ~1e-5 (see test_penalty_matches_keras_model_losses).
     np.testing.assert_allclose(float(loss), float(keras_loss), rtol=1e-5)
     stepped = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
-    stepped = C.apply_constraints(stepped, CONFIG)
+    stepped = P.apply_constraints(stepped, CONFIG)
     ours = to_keras(CONFIG, stepped)
     for a, b in zip(ours.trainable_weights, model.trainable_weights, strict=True):
         # w - 0.1 grad: gradients agree to ~1e-4 relative (a backward pass over the stack,
@@ -209,7 +209,7 @@ def test_optax_wrappers(setup):
     params, _, _ = setup
     rng = np.random.default_rng(2)
     grads = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params)
-    tx = optax.chain(R.add_regularization(CONFIG), optax.sgd(0.1), C.constrain(CONFIG))
+    tx = optax.chain(O.add_regularization(CONFIG), optax.sgd(0.1), O.constrain(CONFIG))
 
     @jax.jit
     def with_optax(params, grads):
@@ -219,9 +219,9 @@ def test_optax_wrappers(setup):
     @jax.jit
     def by_hand(params, grads):
         # The gradient of the weight penalty added, SGD, then the projection.
-        penalty = jax.grad(R.regularization_loss)(params, CONFIG)
+        penalty = jax.grad(P.regularization_loss)(params, CONFIG)
         stepped = jax.tree.map(lambda p, g, r: p - 0.1 * (g + r), params, grads, penalty)
-        return C.apply_constraints(stepped, CONFIG), penalty
+        return P.apply_constraints(stepped, CONFIG), penalty
 
     got = with_optax(params, grads)
     want, penalty = by_hand(params, grads)
@@ -243,4 +243,4 @@ def test_optax_wrappers(setup):
         atol=0,
     )
     with pytest.raises(ValueError, match="needs params"):
-        C.constrain(CONFIG).update(grads, optax.EmptyState())
+        O.constrain(CONFIG).update(grads, optax.EmptyState())

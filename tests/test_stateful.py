@@ -12,9 +12,10 @@ import pytest
 
 import jlstm
 from jlstm.interop.keras import to_keras
-from jlstm.stateful import _apply_stateful_jit, _stream_step_jit
+from jlstm.stateful import apply_stateful
 
 from . import reference as ref
+from .conftest import count_traces
 from .keras_helpers import APPLY, ATOL, MASK, np32, random_params
 
 B, T, D = MASK.shape[0], MASK.shape[1], 2
@@ -112,9 +113,9 @@ def test_per_sample_reset(chunks):
     config = jlstm.ModelConfig(input_size=D, layer_sizes=(4,), return_sequences=True)
     params = random_params(config, 3)
     first, second = jnp.asarray(x[:, :T]), jnp.asarray(x[:, T : 2 * T])
-    _, states = _apply_stateful_jit(params, first, jlstm.init_states(config, B), config)
+    _, states = apply_stateful(params, first, jlstm.init_states(config, B), config)
     reset = jnp.array([True, False, True, False, False])
-    y, _ = _apply_stateful_jit(params, second, states, config, reset=reset)
+    y, _ = apply_stateful(params, second, states, config, reset=reset)
     fresh = APPLY(params, second, config)  # from zero state
     carried = APPLY(params, second, config, initial_states=states)
     np.testing.assert_array_equal(np32(y)[np.asarray(reset)], np32(fresh)[np.asarray(reset)])
@@ -135,11 +136,11 @@ def test_streaming_step_matches_the_full_sequence(chunks):
     params = random_params(config, 4)
     full = np32(APPLY(params, jnp.asarray(x), config, mask=jnp.asarray(mask)))
     model = jlstm.StatefulModel(params, config, batch_size=B)
-    before = _stream_step_jit._cache_size()
-    steps = [np32(model.step(x[:, t], mask_t=mask[:, t])) for t in range(T)]
+    with count_traces() as traces:
+        steps = [np32(model.step(x[:, t], mask_t=mask[:, t])) for t in range(T)]
     bound = _bound(params, config, x, mask)
     ref.assert_within(np.stack(steps, 1), full, 2 * bound, err_msg="streamed")
-    assert _stream_step_jit._cache_size() == before + 1  # compiled once for all steps
+    assert traces("stream_step") == 1  # traced once for all steps
     # Without return_sequences, step t's output is the model's output on the prefix.
     last_only = jlstm.ModelConfig(input_size=D, layer_sizes=(4, 3), output_size=2)
     states = jlstm.init_states(last_only, B)

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 
 import jlstm
-from jlstm import constraints, regularizers
+from jlstm import constraints, penalties, regularizers
 from jlstm.train import TrainState, make_train_step
 
 from . import reference as ref
@@ -36,7 +36,7 @@ def test_step_loss_includes_weight_and_activity_penalties():
     state = _state(config, opt)
     x, y, w = _data()
     _, loss = make_train_step(config, opt)(state, x, y, w)
-    pred, penalty = regularizers.regularized_apply(state.params, x, config)
+    pred, penalty = penalties.regularized_apply(state.params, x, config)
     want = jnp.mean((pred - y) ** 2) + penalty
     assert float(penalty) > 0.0
     # Same forward pass; the loss and the penalty are sums of n nonnegative terms (squared

@@ -8,15 +8,26 @@ The core is pure functions over pytrees::
     y = jlstm.apply(params, x, config)          # x: (batch, steps, 1) -> y: (batch, 1)
 
 Layers of the code follow the data: ``cell`` (one step) -> ``layer`` (scan over
-time) -> ``stack`` -> ``model`` (stack + dense head) -> ``train`` -> ``cli``.
+time) -> ``stack`` -> ``model`` (stack + dense head) -> ``penalties`` (regularizers
+and constraints over a model) -> ``train`` -> ``cli``.
 """
 
-from . import activations, constraints, initializers, masking, modes, regularizers, stateful
+from . import (
+    activations,
+    constraints,
+    initializers,
+    masking,
+    modes,
+    optax_adapters,
+    penalties,
+    regularizers,
+    stateful,
+)
 from .bidirectional import BidirectionalState, bidirectional_layer
 from .cell import cell_step, init_cell_params, zero_state
 from .layer import DropoutMasks, LayerConfig, draw_dropout_masks, init_layer_params, lstm_layer
 from .masking import reverse_padded, sequence_mask
-from .model import ModelConfig, apply, init_params, param_count
+from .model import ModelConfig, apply, apply_with_outputs, init_params, param_count
 from .modes import list_modes
 from .stack import apply_stack, init_stack
 from .stateful import StatefulModel, apply_stateful, init_states, reset_states, stream_step
@@ -40,6 +51,7 @@ __all__ = [
     "apply",
     "apply_stack",
     "apply_stateful",
+    "apply_with_outputs",
     "bidirectional_layer",
     "cell_step",
     "constraints",
@@ -54,7 +66,9 @@ __all__ = [
     "lstm_layer",
     "masking",
     "modes",
+    "optax_adapters",
     "param_count",
+    "penalties",
     "regularizers",
     "reset_states",
     "reverse_padded",

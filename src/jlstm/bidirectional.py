@@ -28,13 +28,14 @@ import jax
 import jax.numpy as jnp
 
 from .activations import ActivationSpec
-from .layer import DropoutMasks, lstm_layer
+from .layer import STACK_MERGE_MODES, DropoutMasks, lstm_layer
 from .masking import step_mask
 from .types import Array, BidirectionalParams, LSTMState, register_for_export
 
 __all__ = ["MERGE_MODES", "BidirectionalState", "bidirectional_layer", "merge_outputs"]
 
-MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+# A stacked layer's merge modes, and None: return both outputs.
+MERGE_MODES = (*STACK_MERGE_MODES, None)
 
 
 @register_for_export

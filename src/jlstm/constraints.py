@@ -20,30 +20,20 @@ Keras does.
 
 Where they apply: ``ModelConfig(kernel_constraint=..., recurrent_constraint=...,
 bias_constraint=...)`` per LSTM layer (both directions of a bidirectional one) and
-``head_kernel_constraint`` / ``head_bias_constraint``.
-
-* ``apply_constraints(params, config)``: the projection, a pure function (the train
-  step's ``project(params)`` hook, called after ``optax.apply_updates``).
-* ``constrain(config)``: the same as the last link of an optax chain,
-  ``optax.chain(optax.adam(1e-3), constrain(config))``: its updates move the
-  parameters onto the constrained values (exact up to one float rounding of
-  ``p + (constraint(p + u) - p)``).
+``head_kernel_constraint`` / ``head_bias_constraint``. This module holds the leaf
+definitions only; ``apply_constraints(params, config)`` is in ``jlstm.penalties``
+and the optax transformation ``constrain(config)`` in ``jlstm.optax_adapters``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-import jax
 import jax.numpy as jnp
 
-from ._keras_config import from_keras_config
-from .types import Array, BidirectionalParams, CellParams, DenseParams, ModelParams
-
-if TYPE_CHECKING:
-    from .model import ModelConfig
+from .registry import lookup, to_dict
+from .types import Array
 
 ConstraintFn = Callable[[Array], Array]
 ConstraintSpec = str | dict | ConstraintFn | None
@@ -61,11 +51,8 @@ __all__ = [
     "MinMaxNorm",
     "NonNeg",
     "UnitNorm",
-    "apply_constraints",
-    "constrain",
     "constraint_to_dict",
     "get_constraint",
-    "has_constraints",
 ]
 
 
@@ -161,7 +148,7 @@ CONSTRAINTS: dict[str, type[Constraint]] = {
     "unit_norm": UnitNorm,
     "min_max_norm": MinMaxNorm,
 }
-_CLASSES = {cls.__name__: cls for cls in CONSTRAINTS.values()}
+_HINT = "an instance from jlstm.constraints or a callable w -> w"
 
 
 def get_constraint(spec: ConstraintSpec) -> ConstraintFn | None:
@@ -171,22 +158,7 @@ def get_constraint(spec: ConstraintSpec) -> ConstraintFn | None:
     Raises:
         ValueError: for an unknown name; the message lists the known ones.
     """
-    if spec is None:
-        return None
-    if isinstance(spec, str | dict):
-        name = spec if isinstance(spec, str) else spec.get("class_name")
-        cls = _CLASSES.get(name) or CONSTRAINTS.get(str(name).lower())
-        if cls is None:
-            raise ValueError(
-                f"unknown constraint {name!r}; use one of {sorted(CONSTRAINTS)}, an instance "
-                "from jlstm.constraints or a callable w -> w"
-            )
-        if isinstance(spec, str):
-            return cls()
-        return from_keras_config(cls, spec.get("config"))
-    if callable(spec):
-        return spec
-    raise TypeError(f"constraint must be a name, dict, callable or None, got {type(spec).__name__}")
+    return lookup("constraint", spec, CONSTRAINTS, hint=_HINT, optional=True)
 
 
 def constraint_to_dict(spec: ConstraintSpec) -> dict | None:
@@ -195,93 +167,4 @@ def constraint_to_dict(spec: ConstraintSpec) -> dict | None:
     Raises:
         TypeError: for an arbitrary callable, which cannot be serialised.
     """
-    con = get_constraint(spec)
-    if con is None:
-        return None
-    if isinstance(con, Constraint):
-        return {"class_name": type(con).__name__, "config": con.get_config()}
-    raise TypeError(
-        f"cannot serialise the constraint {spec!r}: use an instance from jlstm.constraints"
-    )
-
-
-def has_constraints(config: ModelConfig) -> bool:
-    """Whether any weight of ``config`` has a constraint."""
-    names = ("kernel_constraint", "recurrent_constraint", "bias_constraint")
-    return any(getattr(cfg, n) is not None for cfg in config.layers for n in names) or any(
-        getattr(config, n) is not None for n in ("head_kernel_constraint", "head_bias_constraint")
-    )
-
-
-def _apply(con: ConstraintFn | None, w: Array | None) -> Array | None:
-    # ``con`` is a config field: already resolved by ``LayerConfig``/``ModelConfig``.
-    if con is None or w is None:
-        return w
-    return jnp.asarray(con(w), w.dtype)
-
-
-def apply_constraints(params: ModelParams, config: ModelConfig) -> ModelParams:
-    """Project ``params`` onto ``config``'s constraints (weights without one pass through).
-
-    A pure function of ``params``, jit-friendly with ``config`` static: call it after
-    every ``optax.apply_updates`` (the train step's ``project(params)`` hook), as Keras'
-    optimizer does. Returns ``ModelParams`` with the same structure, shapes and dtypes.
-    """
-    if not has_constraints(config):
-        return params
-    if len(params.layers) != len(config.layers):
-        raise ValueError(
-            f"{len(params.layers)} layer parameter sets for {len(config.layers)} layer configs"
-        )
-
-    def cell(p: CellParams, cfg) -> CellParams:
-        return CellParams(
-            _apply(cfg.kernel_constraint, p.kernel),
-            _apply(cfg.recurrent_constraint, p.recurrent_kernel),
-            _apply(cfg.bias_constraint, p.bias),
-        )
-
-    layers = []
-    for p, cfg in zip(params.layers, config.layers, strict=True):
-        if isinstance(p, BidirectionalParams):
-            layers.append(BidirectionalParams(cell(p.forward, cfg), cell(p.backward, cfg)))
-        else:
-            layers.append(cell(p, cfg))
-    head = DenseParams(
-        _apply(config.head_kernel_constraint, params.head.kernel),
-        _apply(config.head_bias_constraint, params.head.bias),
-    )
-    return ModelParams(tuple(layers), head)
-
-
-def constrain(config: ModelConfig):
-    """An optax ``GradientTransformation`` that applies ``config``'s constraints.
-
-    Put it last in a chain, after the optimizer::
-
-        tx = optax.chain(optax.adam(1e-3), jlstm.constraints.constrain(config))
-        updates, state = tx.update(grads, state, params)
-        params = optax.apply_updates(params, updates)   # now constrained
-
-    It returns ``constraint(params + updates) - params``, so ``apply_updates`` lands on
-    the constrained weights (up to one float rounding; ``apply_constraints`` after
-    ``apply_updates`` is exact).
-    """
-    import optax
-
-    def init(params):
-        del params
-        return optax.EmptyState()
-
-    def update(updates, state, params=None):
-        if params is None:
-            raise ValueError("constrain needs params: call tx.update(grads, state, params)")
-        if not has_constraints(config):
-            return updates, state
-        moved = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, updates)
-        projected = apply_constraints(moved, config)
-        return jax.tree.map(
-            lambda q, p, u: (q - p).astype(u.dtype), projected, params, updates
-        ), state
-
-    return optax.GradientTransformation(init, update)
+    return to_dict("constraint", get_constraint(spec), CONSTRAINTS)

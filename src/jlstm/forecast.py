@@ -23,6 +23,7 @@ from .data import DataError, Pipeline, Series, Windows, future_dates
 from .model import ModelConfig, apply
 from .train import eval_buckets, pad_rows
 from .types import ModelParams
+from .validation import check_int
 
 __all__ = ["direct", "one_step", "predict_windows", "recursive"]
 
@@ -117,8 +118,7 @@ def recursive(
             calendar features with irregular dates past the end of the series.
     """
     pipeline.check_series(series)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise DataError(f"the number of steps to forecast must be a positive integer, got {n!r}")
+    check_int("the number of steps to forecast", n, error=DataError)
     cfg = pipeline.config
     origin = _check_origin(series, pipeline, origin)
     if pipeline.covariate_names and n > cfg.horizon:

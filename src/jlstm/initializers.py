@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._keras_config import from_keras_config
+from .registry import lookup, to_dict
 
 InitializerFn = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 InitializerSpec = str | InitializerFn | dict
@@ -301,7 +301,6 @@ INITIALIZERS: dict[str, type[Initializer]] = {
     "block_identity": BlockIdentity,
     "torch_lstm": TorchLSTM,
 }
-_BY_CLASS = {cls.__name__: name for name, cls in INITIALIZERS.items()}
 # Keras' own class names, so that a serialised Keras initializer resolves too.
 _KERAS_ALIASES = {
     "IdentityInitializer": "identity",
@@ -313,16 +312,7 @@ _KERAS_ALIASES = {
 }
 
 
-def _lookup(name: str) -> type[Initializer]:
-    key = _KERAS_ALIASES.get(name, name)
-    key = _BY_CLASS.get(key, key)
-    try:
-        return INITIALIZERS[key.lower()]
-    except KeyError:
-        raise ValueError(
-            f"unknown initializer {name!r}; use one of {sorted(INITIALIZERS)}, an instance "
-            "from jlstm.initializers, or a callable (key, shape, dtype) -> array"
-        ) from None
+_HINT = "an instance from jlstm.initializers, or a callable (key, shape, dtype) -> array"
 
 
 def get_initializer(spec: InitializerSpec) -> InitializerFn:
@@ -330,16 +320,7 @@ def get_initializer(spec: InitializerSpec) -> InitializerFn:
 
     Unknown keys in a dict's ``config`` (Keras' ``seed``, ``dtype``) are ignored.
     """
-    if isinstance(spec, str):
-        return _lookup(spec)()
-    if isinstance(spec, dict):
-        if "class_name" not in spec:
-            raise ValueError(f"an initializer dict needs 'class_name', got keys {sorted(spec)}")
-        cls = _lookup(spec["class_name"])
-        return from_keras_config(cls, spec.get("config"))
-    if callable(spec):
-        return spec
-    raise TypeError(f"initializer must be a name, dict or callable, got {type(spec).__name__}")
+    return lookup("initializer", spec, INITIALIZERS, aliases=_KERAS_ALIASES, hint=_HINT)
 
 
 def initializer_to_dict(spec: InitializerSpec) -> str | dict:
@@ -349,16 +330,6 @@ def initializer_to_dict(spec: InitializerSpec) -> str | dict:
         TypeError: for an arbitrary callable, which cannot be serialised.
     """
     if isinstance(spec, str):
-        _lookup(spec)
+        get_initializer(spec)  # an unknown name fails here, not when read back
         return spec
-    if isinstance(spec, dict):
-        return spec
-    if isinstance(spec, Initializer):
-        name = _BY_CLASS[type(spec).__name__]
-        config = spec.get_config()
-        if not config or spec == type(spec)():
-            return name
-        return {"class_name": name, "config": config}
-    raise TypeError(
-        f"cannot serialise the initializer {spec!r}: use a name or a jlstm.initializers instance"
-    )
+    return to_dict("initializer", get_initializer(spec), INITIALIZERS, short=True)

@@ -22,8 +22,10 @@ from .masking import step_mask
 from .modes import RecurrenceOptions, get_mode, resolve_mode
 from .regularizers import RegularizerSpec, get_regularizer
 from .types import Array, BidirectionalParams, CellParams, LSTMState, register_for_export
+from .validation import check_hashable, check_int, require_dropout_key
 
 __all__ = [
+    "STACK_MERGE_MODES",
     "DropoutMasks",
     "LayerConfig",
     "draw_dropout_masks",
@@ -34,14 +36,7 @@ __all__ = [
 
 # Keras Bidirectional merge modes a stacked layer may use (merge_mode=None returns two
 # outputs, which no next layer can read: use jlstm.bidirectional_layer for it).
-_STACK_MERGE_MODES = ("concat", "sum", "mul", "ave")
-_REGULARIZER_FIELDS = (
-    "kernel_regularizer",
-    "recurrent_regularizer",
-    "bias_regularizer",
-    "activity_regularizer",
-)
-_CONSTRAINT_FIELDS = ("kernel_constraint", "recurrent_constraint", "bias_constraint")
+STACK_MERGE_MODES = ("concat", "sum", "mul", "ave")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +83,7 @@ class LayerConfig:
 
     def __post_init__(self):
         for name in ("units", "input_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, check_int(name, getattr(self, name)))
         for name in ("dropout", "recurrent_dropout", "output_dropout"):
             rate = getattr(self, name)
             if not 0.0 <= rate < 1.0:
@@ -100,9 +93,9 @@ class LayerConfig:
             merge = "concat"
         elif merge is None or merge is False:
             merge = False
-        elif merge not in _STACK_MERGE_MODES:
+        elif merge not in STACK_MERGE_MODES:
             raise ValueError(
-                f"bidirectional must be False, True or one of {_STACK_MERGE_MODES}, got {merge!r}"
+                f"bidirectional must be False, True or one of {STACK_MERGE_MODES}, got {merge!r}"
                 + (
                     "; merge_mode=None returns two outputs: use jlstm.bidirectional_layer"
                     if merge in ("none", "None")
@@ -115,18 +108,24 @@ class LayerConfig:
                 "a bidirectional layer already reads both ways: go_backwards must be False "
                 "(Keras' Bidirectional rejects it too)"
             )
-        # Stored resolved so that dict specs (Keras' serialisation) stay hashable.
-        for name in _REGULARIZER_FIELDS:
-            object.__setattr__(self, name, get_regularizer(getattr(self, name)))
-        for name in _CONSTRAINT_FIELDS:
-            object.__setattr__(self, name, get_constraint(getattr(self, name)))
+        # Stored resolved so that dict specs (Keras' serialisation) stay hashable;
+        # initializer names stay names (they serialise as given).
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name.endswith("_regularizer"):
+                object.__setattr__(self, field.name, get_regularizer(value))
+            elif field.name.endswith("_constraint"):
+                object.__setattr__(self, field.name, get_constraint(value))
+            elif field.name.endswith("_initializer"):
+                resolved = get_initializer(value)
+                if not isinstance(value, str):
+                    object.__setattr__(self, field.name, resolved)
         get_activation(self.activation)
         get_activation(self.recurrent_activation)
-        for name in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
-            get_initializer(getattr(self, name))
         get_mode(self.implementation)  # raises with the list of modes
         if isinstance(self.unroll, int) and not isinstance(self.unroll, bool) and self.unroll < 1:
             raise ValueError(f"unroll must be a bool or a positive integer, got {self.unroll!r}")
+        check_hashable(self)
 
     @property
     def output_size(self) -> int:
@@ -329,8 +328,7 @@ def lstm_layer(
             fixed_dropout_masks, batch_shape, x.shape[-1], units, mode.gate_masks
         )
     elif use_dropout:
-        if key is None:
-            raise ValueError("dropout in training needs a PRNG key: pass key=jax.random.key(...)")
+        require_dropout_key(key)
         input_mask, recurrent_mask = draw_dropout_masks(
             key,
             batch_shape,

@@ -16,20 +16,24 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .activations import ActivationSpec, activation_name, get_activation
 from .constraints import ConstraintSpec, constraint_to_dict, get_constraint
 from .initializers import InitializerSpec, get_initializer, initializer_to_dict
-from .layer import _CONSTRAINT_FIELDS as LAYER_CONSTRAINT_FIELDS
-from .layer import _REGULARIZER_FIELDS as LAYER_REGULARIZER_FIELDS
 from .layer import LayerConfig
 from .masking import apply_masking, step_mask
 from .regularizers import RegularizerSpec, get_regularizer, regularizer_to_dict
 from .stack import apply_stack, dropout, init_stack
 from .types import Array, BidirectionalParams, DenseParams, LSTMState, ModelParams
+from .validation import (
+    check_fields,
+    check_hashable,
+    check_int,
+    check_layer_count,
+    require_dropout_key,
+)
 
-__all__ = ["ModelConfig", "apply", "init_params", "param_count"]
+__all__ = ["ModelConfig", "apply", "apply_with_outputs", "init_params", "param_count"]
 
 # Options that Keras lets each LSTM layer set on its own: a ModelConfig field holds
 # one value for every layer or a tuple with one value per layer.
@@ -37,13 +41,13 @@ PER_LAYER_FIELDS = tuple(
     f.name for f in dataclasses.fields(LayerConfig) if f.name not in ("units", "input_size")
 )
 _REGULARIZER_FIELDS = (
-    *LAYER_REGULARIZER_FIELDS,
+    *(name for name in PER_LAYER_FIELDS if name.endswith("_regularizer")),
     "head_kernel_regularizer",
     "head_bias_regularizer",
     "head_activity_regularizer",
 )
 _CONSTRAINT_FIELDS = (
-    *LAYER_CONSTRAINT_FIELDS,
+    *(name for name in PER_LAYER_FIELDS if name.endswith("_constraint")),
     "head_kernel_constraint",
     "head_bias_constraint",
 )
@@ -141,9 +145,7 @@ class ModelConfig:
         if not self.layer_sizes:
             raise ValueError("layer_sizes must name at least one LSTM layer, e.g. (64, 32, 16)")
         for name in ("input_size", "output_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, check_int(name, getattr(self, name)))
         for name in PER_LAYER_FIELDS:
             value = getattr(self, name)
             if isinstance(value, list):
@@ -185,6 +187,7 @@ class ModelConfig:
             if not jnp.issubdtype(dt, jnp.floating):
                 raise ValueError(f"{name} must be a floating dtype, got {value!r}")
         self.layers  # noqa: B018 - builds and validates every LayerConfig now
+        check_hashable(self)
 
     @functools.cached_property
     def layers(self) -> tuple[LayerConfig, ...]:
@@ -226,10 +229,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         """Rebuild a config from ``to_dict``'s output (unknown keys are an error)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
+        check_fields(cls, data)
         kwargs = {}
         for key, value in data.items():
             if isinstance(value, list):
@@ -262,29 +262,25 @@ def _check_dtype(name: str) -> jnp.dtype:
     return dt
 
 
-def _hashable(config: ModelConfig) -> bool:
-    try:
-        hash(config)
-    except TypeError:
-        return False
-    return True
+# The jit policy: model-level entry points (``init_params``, ``apply``,
+# ``apply_with_outputs``, ``jlstm.penalties.regularized_apply``, ``jlstm.stateful``'s
+# ``apply_stateful`` and ``stream_step``) are ``jax.jit`` with the
+# config static, so an eager call runs one compiled program per config and shapes (an
+# eager seed-model forward took 0.65 s op by op, 0.3 ms compiled); inside a caller's
+# ``jit``, ``grad`` or ``vmap`` they are inlined. Building blocks (``cell_step``,
+# ``lstm_layer``, ``apply_stack``) never jit: the caller's jit covers them.
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
 def init_params(key: Array, config: ModelConfig) -> ModelParams:
     """Initial ``ModelParams`` for ``config``: Keras initializers, one key per layer.
 
-    Compiled once per config (one XLA program instead of one per initializer op).
+    ``jax.jit`` with ``config`` static: compiled once per config.
 
     Returns:
         ``ModelParams(layers, head)``: ``layers[k]`` is ``CellParams`` with kernel
         ``(D_k, 4H_k)``; ``head`` is ``DenseParams`` with kernel ``(H_top, O)``.
     """
-    if _hashable(config):
-        return _init_params_jit(key, config)
-    return _init_params(key, config)
-
-
-def _init_params(key: Array, config: ModelConfig) -> ModelParams:
     dtype = _check_dtype(config.param_dtype)
     k_layers, k_head, k_head_bias = jax.random.split(key, 3)
     layers = init_stack(k_layers, config.layers, dtype)
@@ -300,6 +296,7 @@ def _init_params(key: Array, config: ModelConfig) -> ModelParams:
     return ModelParams(layers, DenseParams(kernel, bias))
 
 
+@functools.partial(jax.jit, static_argnames=("config", "return_state", "training"))
 def apply(
     params: ModelParams,
     x: Array,
@@ -314,8 +311,9 @@ def apply(
 ):
     """Run the model: stacked LSTM layers, then the dense head.
 
-    Pure and jit-friendly: ``jax.jit(apply, static_argnames=("config",))``. Called
-    outside a trace it compiles itself once per config, flags and input shapes.
+    ``jax.jit`` with ``config``, ``return_state`` and ``training`` static: compiled
+    once per config, flags and input shapes; inside a caller's ``jit``, ``grad`` or
+    ``vmap`` it is inlined.
 
     Args:
         params: ``ModelParams`` from ``init_params`` (or an interop converter).
@@ -335,13 +333,6 @@ def apply(
         ``y`` ``(B..., O)`` (or ``(B..., T, O)`` with ``config.return_sequences``) in
         ``config.param_dtype``; with ``return_state``, ``(y, states)``.
     """
-    if isinstance(x, (list, tuple)):
-        x = np.asarray(x)
-    run = _apply_jit if _hashable(config) else _apply
-    return run(params, x, config, mask, seq_lengths, initial_states, return_state, training, key)
-
-
-def _apply(params, x, config, mask, seq_lengths, initial_states, return_state, training, key):
     y, states, _ = _forward(
         params,
         x,
@@ -355,11 +346,19 @@ def _apply(params, x, config, mask, seq_lengths, initial_states, return_state, t
     return (y, states) if return_state else y
 
 
-# Called eagerly, ``apply`` and ``init_params`` run as one compiled program per config
-# (and shapes) rather than op by op: an eager seed-model forward took 0.65 s per call
-# op by op. Inside a caller's ``jit``, ``grad`` or ``vmap`` the inner jit is inlined.
-_apply_jit = jax.jit(_apply, static_argnums=(2, 6, 7))
-_init_params_jit = jax.jit(_init_params, static_argnums=(1,))
+@functools.partial(jax.jit, static_argnames=("config", "training"))
+def apply_with_outputs(params: ModelParams, x: Array, config: ModelConfig, **options: Any):
+    """``apply`` that also returns every layer's outputs (for activity regularizers).
+
+    Arguments as ``apply`` (``jax.jit`` likewise); ``options`` are its keywords but
+    ``return_state``: ``mask``, ``seq_lengths``, ``initial_states``, ``training``, ``key``.
+
+    Returns:
+        ``(y, states, layer_outputs)``: ``y`` and ``states`` as ``apply(...,
+        return_state=True)``; ``layer_outputs[k]`` holds layer ``k``'s output per
+        direction, before merging and dropout (see ``apply_stack``).
+    """
+    return _forward(params, x, config, collect_outputs=True, **options)
 
 
 def _forward(
@@ -375,6 +374,8 @@ def _forward(
     collect_outputs: bool = False,
 ):
     """``apply``'s body: ``(y, states, layer_outputs or None)`` (see ``apply_stack``)."""
+    if isinstance(x, list | tuple):
+        x = jnp.asarray(x)
     _check_input(x, config)
     _check_params(params, config)
     param_dtype = jnp.dtype(config.param_dtype)
@@ -394,8 +395,7 @@ def _forward(
         x, value_mask = apply_masking(x, config.mask_value)
         mask = value_mask if mask is None else jnp.logical_and(mask, value_mask)
     if training and config.input_dropout:
-        if key is None:
-            raise ValueError("dropout in training needs a PRNG key: pass key=jax.random.key(...)")
+        require_dropout_key(key)
         key, k_input = jax.random.split(key)
         x = dropout(x, config.input_dropout, key=k_input)
     h, states, *outputs = apply_stack(
@@ -440,11 +440,7 @@ def _check_params(params: ModelParams, config: ModelConfig) -> None:
     hint = "; params must come from init_params(key, config) with the same config"
     if not (hasattr(params, "layers") and hasattr(params, "head")):
         raise ValueError(f"params must be ModelParams, got {type(params).__name__}{hint}")
-    if len(params.layers) != len(config.layers):
-        raise ValueError(
-            f"params have {len(params.layers)} LSTM layers but config.layer_sizes is "
-            f"{config.layer_sizes}{hint}"
-        )
+    check_layer_count(params.layers, config.layers, f" (layer_sizes {config.layer_sizes}){hint}")
     for idx, (layer, cfg) in enumerate(zip(params.layers, config.layers, strict=True)):
         cells = layer if isinstance(layer, BidirectionalParams) else (layer,)
         if isinstance(layer, BidirectionalParams) != bool(cfg.bidirectional):

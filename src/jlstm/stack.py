@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from .bidirectional import bidirectional_layer, merge_outputs
 from .layer import LayerConfig, init_layer_params, lstm_layer
 from .types import Array, BidirectionalParams, CellParams
+from .validation import check_layer_count, require_dropout_key
 
 __all__ = ["apply_stack", "dropout", "init_stack"]
 
@@ -38,8 +39,7 @@ def dropout(x: Array, rate: float, *, key: Array) -> Array:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate!r}")
     if rate == 0.0:
         return x
-    if key is None:
-        raise ValueError("dropout in training needs a PRNG key: pass key=jax.random.key(...)")
+    require_dropout_key(key)
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
 
@@ -83,8 +83,7 @@ def apply_stack(
         ``outputs[k]`` holds layer ``k``'s output per direction before merging and
         dropout: what each Keras ``LSTM`` layer returns.
     """
-    if len(layers) != len(configs):
-        raise ValueError(f"{len(layers)} layer parameter sets for {len(configs)} layer configs")
+    check_layer_count(layers, configs)
     if initial_states is None:
         initial_states = (None,) * len(configs)
     if len(initial_states) != len(configs):

@@ -11,7 +11,8 @@ them as the initial state of the next batch (sample ``i`` continues sample ``i``
 * ``stream_step(params, states, x_t, config)``: one time step ``(B..., D)`` through the
   whole model, for online prediction.
 * ``StatefulModel``: the Keras pattern as an object: it holds ``params`` and the state
-  and jit-compiles ``apply_stateful`` and ``stream_step`` once per shape, so
+  and calls ``apply_stateful`` and ``stream_step`` (each ``jax.jit``, compiled once per
+  config and shape), so
   ``model.predict_on_batch(x)`` over consecutive batches and ``model.step(x_t)`` over
   consecutive steps carry the state between calls.
 
@@ -90,6 +91,7 @@ def reset_states(states: tuple, reset: Array | None = None) -> tuple:
     return jax.tree.map(one, states)
 
 
+@functools.partial(jax.jit, static_argnames=("config", "training"))
 def apply_stateful(
     params: ModelParams,
     x: Array,
@@ -105,7 +107,8 @@ def apply_stateful(
     """Run one batch from ``states`` and return the states to continue from.
 
     The Keras ``stateful=True`` step: batch ``n + 1`` starts where batch ``n`` ended,
-    sample by sample. Pure and jit-friendly (``config`` and ``training`` static).
+    sample by sample. A model-level entry point: ``jax.jit`` with ``config`` and
+    ``training`` static.
 
     Args:
         params: ``ModelParams``.
@@ -146,6 +149,7 @@ def _check_streamable(config: ModelConfig) -> None:
             )
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
 def stream_step(
     params: ModelParams,
     states: tuple,
@@ -186,10 +190,6 @@ def stream_step(
     if config.return_sequences:
         y = y[..., 0, :]
     return y, new_states
-
-
-_apply_stateful_jit = jax.jit(apply_stateful, static_argnames=("config", "training"))
-_stream_step_jit = jax.jit(stream_step, static_argnames=("config",))
 
 
 class StatefulModel:
@@ -237,7 +237,7 @@ class StatefulModel:
         """
         x = jnp.asarray(x)
         self._check_batch(x, 2)
-        y, self.states = _apply_stateful_jit(
+        y, self.states = apply_stateful(
             self.params,
             x,
             self.states,
@@ -255,7 +255,7 @@ class StatefulModel:
         """One streaming step: ``x_t`` ``(B..., D)`` -> ``y_t`` ``(B..., O)``, state carried."""
         x_t = jnp.asarray(x_t)
         self._check_batch(x_t, 1)
-        y, self.states = _stream_step_jit(self.params, self.states, x_t, self.config, mask_t=mask_t)
+        y, self.states = stream_step(self.params, self.states, x_t, self.config, mask_t=mask_t)
         return y
 
     def reset_states(self, samples: Array | None = None) -> None:

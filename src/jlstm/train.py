@@ -41,11 +41,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .constraints import apply_constraints, has_constraints
 from .model import ModelConfig, apply, init_params
 from .optim import OPTIMIZERS as KERAS_OPTIMIZERS
-from .regularizers import has_activity_regularizer, has_weight_regularizer, regularized_apply
+from .penalties import (
+    apply_constraints,
+    has_activity_regularizer,
+    has_constraints,
+    has_weight_regularizer,
+    regularized_apply,
+)
 from .types import Array, ModelParams
+from .validation import check_fields, check_int
 
 __all__ = [
     "EVAL_BUCKETS",
@@ -75,21 +81,6 @@ EVAL_BUCKETS = tuple(2**k for k in range(11))
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 1 << 20
 MAX_SEED = 2**63 - 1
-
-
-def check_int(name: str, value, minimum: int = 1, maximum: int | None = None) -> int:
-    """``value`` if it is an integer in ``[minimum, maximum]``, else a ``ValueError``.
-
-    The one integer check of every config (``TrainConfig`` here; the CLI's converters
-    call the configs rather than repeating it).
-    """
-    if not isinstance(value, int | np.integer) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
-    return int(value)
 
 
 def check_number(name: str, value, *, positive: bool = True) -> float:
@@ -171,9 +162,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        check_fields(cls, data)
         return cls(**data)
 
 

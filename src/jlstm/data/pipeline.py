@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..validation import check_fields, check_int
 from .errors import DataError
 from .scalers import SCALERS, Scaler, fit_scaler
 from .series import Series
@@ -104,9 +105,7 @@ class FeatureConfig:
             calendar = tuple(c for c in calendar.split(",") if c)
         object.__setattr__(self, "calendar", tuple(calendar))
         for name in ("steps", "horizon", "stride"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise DataError(f"{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, check_int(name, getattr(self, name), error=DataError))
         if self.scaler not in SCALERS:
             raise DataError(f"unknown scaler {self.scaler!r}; use one of {list(SCALERS)}")
         for name in self.calendar:
@@ -127,10 +126,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise DataError(f"unknown FeatureConfig fields {sorted(unknown)}")
+        check_fields(cls, data, error=DataError)
         data = dict(data)
         if "calendar" in data and isinstance(data["calendar"], list):
             data["calendar"] = tuple(data["calendar"])

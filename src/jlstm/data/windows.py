@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..validation import check_int
 from .errors import DataError
 
 __all__ = ["SplitBounds", "make_windows", "split_bounds", "window_count"]
@@ -56,8 +57,7 @@ def make_windows(
         ([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0]], [[3.0, 4.0], [4.0, 5.0]])
     """
     for name, value in (("steps", steps), ("horizon", horizon), ("stride", stride)):
-        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-            raise DataError(f"{name} must be a positive integer, got {value!r}")
+        check_int(name, value, error=DataError)
     series = np.asarray(series)
     if series.ndim == 1:
         series = series[:, None]

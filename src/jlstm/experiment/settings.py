@@ -17,7 +17,8 @@ from ..data import (
     feature_defaults,
 )
 from ..model import ModelConfig
-from ..train import TrainConfig, check_int
+from ..train import TrainConfig
+from ..validation import check_int
 
 __all__ = ["GROUPS", "Settings", "SettingsError", "check_setting"]
 

@@ -40,6 +40,7 @@ from ..model import PER_LAYER_FIELDS, ModelConfig
 from ..modes import get_mode
 from ..regularizers import L1, L1L2, L2, OrthogonalRegularizer, Regularizer, get_regularizer
 from ..types import BidirectionalParams, CellParams, DenseParams, ModelParams
+from ..validation import check_layer_count
 
 __all__ = ["load_keras", "to_keras"]
 
@@ -601,10 +602,7 @@ def to_keras(
     if stateful and batch_size is None:
         raise ValueError("to_keras: a stateful Keras model needs a fixed batch_size")
     dtype = _keras_dtype(config)
-    if len(params.layers) != len(config.layers):
-        raise ValueError(
-            f"{len(params.layers)} layer parameter sets for {len(config.layers)} layer configs"
-        )
+    check_layer_count(params.layers, config.layers)
     layers: list = [keras.Input(batch_shape=(batch_size, steps, config.input_size))]
     if config.mask_value is not None:
         layers.append(keras.layers.Masking(mask_value=config.mask_value, dtype=dtype))
