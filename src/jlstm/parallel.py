@@ -49,6 +49,7 @@ __all__ = [
     "local_slice",
     "pad_batch",
     "padded_batch_size",
+    "place",
     "replicate",
     "replicated_sharding",
     "shard_batch",
@@ -218,9 +219,9 @@ def _is_key(x) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def _put_replicated(x, sharding: NamedSharding):
+def _put(x, sharding: NamedSharding):
     if _is_key(x):
-        data = _put_replicated(jax.random.key_data(x), sharding)
+        data = _put(jax.random.key_data(x), sharding)
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
     if isinstance(x, jax.Array) and x.sharding == sharding:
         return x
@@ -232,6 +233,16 @@ def _put_replicated(x, sharding: NamedSharding):
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
+def place(tree, sharding: NamedSharding):
+    """Every leaf of ``tree`` put with ``sharding``, in one process or across several.
+
+    Each process passes the same (host or local) values; where the sharding spans
+    other processes' devices, each process builds its own shards from its copy.
+    Typed PRNG keys are supported; leaves already placed so are returned as they are.
+    """
+    return jax.tree.map(lambda x: _put(x, sharding), tree)
+
+
 def replicate(tree, mesh: Mesh):
     """Every leaf of ``tree`` held whole on every device (parameters, optimizer state).
 
@@ -240,7 +251,7 @@ def replicate(tree, mesh: Mesh):
     as they are.
     """
     sharding = replicated_sharding(mesh)
-    return jax.tree.map(lambda x: _put_replicated(x, sharding), tree)
+    return jax.tree.map(lambda x: _put(x, sharding), tree)
 
 
 def shard_batch(tree, mesh: Mesh):
