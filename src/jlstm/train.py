@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .constraints import apply_constraints, has_constraints
 from . import parallel
+from .constraints import apply_constraints, has_constraints
 from .model import ModelConfig, apply, init_params
 from .regularizers import has_activity_regularizer, has_weight_regularizer, regularized_apply
 from .types import Array, ModelParams
@@ -547,17 +547,11 @@ def fit(
         restore_best=True,
         epochs=cfg.epochs if cfg.schedule != "constant" else 1,
     )
+    layout = None
+    if (rows, members, state_sharding) != (batch, None, None):
+        layout = _Layout(rows, members, mesh if split else None, state_sharding)
     optimizer, run_epoch, eval_fn = _programs(
-        config,
-        shape,
-        steps_per_epoch,
-        batch,
-        penalty,
-        project,
-        rows=rows,
-        members=members,
-        mesh=mesh if split else None,
-        state_sharding=state_sharding,
+        config, shape, steps_per_epoch, batch, penalty, project, layout
     )
     if state is None:
         if members is None:
@@ -651,6 +645,17 @@ def _eval_chunks(x: np.ndarray, y: np.ndarray, sharding=None) -> list[Batch]:
     return chunks
 
 
+class _Layout(NamedTuple):
+    """How a run is spread: ``rows`` per step (``batch`` real ones, the rest weight 0, a
+    multiple of ``mesh``'s devices), ``members`` of an ensemble, the ``mesh`` each batch
+    is split over (``None``: not split) and the train state's sharding."""
+
+    rows: int
+    members: int | None
+    mesh: Any
+    state_sharding: Any
+
+
 @functools.lru_cache(maxsize=8)
 def _programs(
     config: ModelConfig,
@@ -659,19 +664,16 @@ def _programs(
     batch: int,
     penalty,
     project,
-    *,
-    rows: int,
-    members: int | None,
-    mesh,
-    state_sharding,
+    layout: _Layout | None = None,
 ):
     """The optimizer and the jitted epoch and eval functions of a run (cached).
 
-    ``batch`` real rows per step, padded to ``rows`` (a multiple of the mesh's devices)
-    with weight-0 rows; with ``mesh`` every gathered batch is constrained to be split over
-    its ``"data"`` axis; with ``members`` the epoch and the evaluation are vmapped over
-    the stacked states.
+    ``layout`` ``None``: one device, one model. Otherwise every gathered batch is padded
+    to ``layout.rows`` and, with a mesh, constrained to be split over its ``"data"``
+    axis; with ``members`` the epoch and the evaluation are vmapped over the stacked
+    states.
     """
+    rows, members, mesh, state_sharding = layout or _Layout(batch, None, None, None)
     optimizer = make_optimizer(cfg, steps_per_epoch)
     step = make_step(config, optimizer, loss=cfg.loss, penalty=penalty, project=project)
     lr_at = learning_rate_schedule(cfg, steps_per_epoch)
