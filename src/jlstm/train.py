@@ -550,9 +550,9 @@ def fit(
     layout = None
     if (rows, members, state_sharding) != (batch, None, None):
         layout = _Layout(rows, members, mesh if split else None, state_sharding)
-    optimizer, run_epoch, eval_fn = _programs(
-        config, shape, steps_per_epoch, batch, penalty, project, layout
-    )
+    # A one-device run passes no layout: its cached programs are the ones callers look up.
+    args = (config, shape, steps_per_epoch, batch, penalty, project)
+    optimizer, run_epoch, eval_fn = _programs(*args, *([layout] if layout else []))
     if state is None:
         if members is None:
             state = init_fit_state(config, optimizer, cfg.seed)
