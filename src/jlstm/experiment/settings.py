@@ -22,6 +22,8 @@ from ..train import TrainConfig, check_int
 __all__ = ["GROUPS", "Settings", "SettingsError", "check_setting"]
 
 GROUPS = ("data", "features", "model", "train")
+# Members of an ensemble run (``--ensemble``): all of them train in one program.
+MAX_MEMBERS = 1024
 
 
 def _in(group: str, default: Any):
@@ -82,6 +84,7 @@ class Settings:
     patience: int | None = _in("train", 50)
     seed: int = _in("train", 0)
     checkpoint_every: int = _in("train", 10)
+    ensemble: int = _in("train", 1)
 
     def __post_init__(self):
         for name in ("target", "covariates", "calendar", "layers"):
@@ -135,6 +138,7 @@ class Settings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:
+        data = {"ensemble": 1, **data}  # runs from before ensembles
         if set(data) != set(cls.names()):
             raise SettingsError("settings", "not the settings of a `jlstm train` run")
         return cls(**data)
@@ -253,6 +257,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "patience": lambda v: TrainConfig(patience=v),
     "seed": lambda v: TrainConfig(seed=v),
     "checkpoint_every": lambda v: check_int("checkpoint_every", v, 1, 1_000_000),
+    "ensemble": lambda v: check_int("ensemble", v, 1, MAX_MEMBERS),
 }
 _FIELD = {"lr": "learning_rate", "layers": "units"}
 
