@@ -531,7 +531,8 @@ def _train_follower(settings, out, resume, given, mesh, say) -> TrainingResult:
     )
     scores = {name: result[2] for name, result in exp.evaluate(state.params).items()}
     note = f"process {rank} of {count}: nothing written here (process 0 writes {out or 'the run'})"
-    return TrainingResult(out or "", exp, state, scores, {}, [], [note])
+    report = metrics_report(exp, scores, {"epochs": state.epoch, "seed": exp.train_config.seed})
+    return TrainingResult(out or "", exp, state, scores, report, [], [note])
 
 
 def _train_locked(exp, out, resumed, created, progress, plot, say, mesh) -> TrainingResult:
