@@ -214,3 +214,34 @@ def test_bfloat16_mixed_precision_forward_and_training(rng):
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_apply_rejects_params_made_for_another_config():
+    """Each used to return a result silently (the shapes happened to broadcast or fit)."""
+    x = jnp.ones((2, 5, 1))
+    small = jlstm.ModelConfig(layer_sizes=(8, 4))
+    params = jlstm.init_params(jax.random.key(0), small)
+    cases = [
+        (jlstm.ModelConfig(layer_sizes=(16, 4)), "layer 0.*kernel"),
+        (jlstm.ModelConfig(layer_sizes=(8, 4), output_size=3), "head kernel"),
+        (jlstm.ModelConfig(layer_sizes=(8, 4), use_bias=False), "use_bias=False"),
+        (jlstm.ModelConfig(layer_sizes=(8, 4, 2)), "2 LSTM layers"),
+        (jlstm.ModelConfig(layer_sizes=(8, 4), head_use_bias=False), "head bias"),
+    ]
+    for config, match in cases:
+        with pytest.raises(ValueError, match=match):
+            jlstm.apply(params, x, config)
+    wide = jlstm.ModelConfig(input_size=3, layer_sizes=(8, 4))
+    with pytest.raises(ValueError, match=r"layer 0.*input size 3"):
+        jlstm.apply(params, jnp.ones((2, 5, 3)), wide)
+
+
+@pytest.mark.parametrize(
+    "shape", [(), (5,), (5, 1), (2, 0, 1)], ids=["rank0", "rank1", "rank2", "no-steps"]
+)
+def test_apply_names_the_expected_input_shape(shape):
+    """Rank 0 gave an IndexError, T = 0 a TypeError, rank 1 and 2 were read as features."""
+    config = jlstm.ModelConfig(layer_sizes=(4,))
+    params = jlstm.init_params(jax.random.key(0), config)
+    with pytest.raises(ValueError, match=r"\(batch\.\.\., steps, features\)"):
+        jlstm.apply(params, jnp.ones(shape), config)

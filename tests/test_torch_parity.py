@@ -108,7 +108,9 @@ def test_multilayer_module_and_initial_state():
         y_t, (hn, cn) = module(torch.tensor(x), (torch.tensor(h0), torch.tensor(c0)))
     layers = from_torch_lstm(module)
     assert len(layers) == 2
-    config = jlstm.ModelConfig(input_size=3, layer_sizes=(6, 6), return_sequences=True)
+    config = jlstm.ModelConfig(
+        input_size=3, layer_sizes=(6, 6), return_sequences=True, head_use_bias=False
+    )
     params = jlstm.ModelParams(layers, jlstm.DenseParams(jnp.eye(6, 1), None))
     states = tuple(jlstm.LSTMState(jnp.asarray(h0[k]), jnp.asarray(c0[k])) for k in range(2))
     _, finals = jlstm.apply(

@@ -30,13 +30,14 @@ import jax.numpy as jnp
 from .activations import ActivationSpec
 from .layer import DropoutMasks, lstm_layer
 from .masking import step_mask
-from .types import Array, BidirectionalParams, LSTMState
+from .types import Array, BidirectionalParams, LSTMState, register_for_export
 
 __all__ = ["MERGE_MODES", "BidirectionalState", "bidirectional_layer", "merge_outputs"]
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
+@register_for_export
 class BidirectionalState(NamedTuple):
     """The states of a bidirectional layer: forward first, as Keras orders them.
 

@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from .activations import ActivationSpec, get_activation
-from .cell import init_cell_params, zero_state
+from .cell import init_cell_params
 from .constraints import ConstraintSpec, get_constraint
 from .initializers import InitializerSpec, get_initializer
 from .masking import step_mask
 from .modes import RecurrenceOptions, get_mode, resolve_mode
 from .regularizers import RegularizerSpec, get_regularizer
-from .types import Array, BidirectionalParams, CellParams, LSTMState
+from .types import Array, BidirectionalParams, CellParams, LSTMState, register_for_export
 
 __all__ = [
     "DropoutMasks",
@@ -177,6 +177,7 @@ def dropout_masks(
     return keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
 
 
+@register_for_export
 class DropoutMasks(NamedTuple):
     """The variational dropout masks of one layer call, reused at every step.
 
@@ -275,8 +276,10 @@ def lstm_layer(
         ``return_state``. With ``return_sequences=False`` the output is the last
         step's (so a masked last step gives the previous output, as Keras).
     """
-    if x.ndim < 2:
-        raise ValueError(f"x must have shape (B..., T, D), got {x.shape}")
+    if x.ndim < 2 or x.shape[-2] == 0:
+        raise ValueError(
+            f"x must have shape (batch..., steps, features) with steps >= 1, got {x.shape}"
+        )
     kernel = params.kernel
     if x.shape[-1] != kernel.shape[0]:
         raise ValueError(
@@ -286,7 +289,10 @@ def lstm_layer(
     units = params.recurrent_kernel.shape[0]
     batch_shape = x.shape[:-2]
     if initial_state is None:
-        initial_state = zero_state(batch_shape, units, x.dtype)
+        # Zeros made from the inputs, so that they carry the inputs' sharding and
+        # varying manual axes (shard_map's check_vma): a scan carry must keep its type.
+        zeros = jnp.broadcast_to(jnp.zeros_like(x[..., 0, :1]), (*batch_shape, units))
+        initial_state = LSTMState(zeros, zeros)
     else:
         initial_state = LSTMState(*initial_state)
         for part in initial_state:

@@ -27,7 +27,7 @@ from .layer import LayerConfig
 from .masking import apply_masking, step_mask
 from .regularizers import RegularizerSpec, get_regularizer, regularizer_to_dict
 from .stack import apply_stack, dropout, init_stack
-from .types import Array, DenseParams, LSTMState, ModelParams
+from .types import Array, BidirectionalParams, DenseParams, LSTMState, ModelParams
 
 __all__ = ["ModelConfig", "apply", "init_params", "param_count"]
 
@@ -375,10 +375,8 @@ def _forward(
     collect_outputs: bool = False,
 ):
     """``apply``'s body: ``(y, states, layer_outputs or None)`` (see ``apply_stack``)."""
-    if x.shape[-1] != config.input_size:
-        raise ValueError(
-            f"x has {x.shape[-1]} features per step but config.input_size is {config.input_size}"
-        )
+    _check_input(x, config)
+    _check_params(params, config)
     param_dtype = jnp.dtype(config.param_dtype)
     compute = jnp.dtype(config.compute_dtype or config.param_dtype)
     if compute != param_dtype:
@@ -416,6 +414,75 @@ def _forward(
         y = y + params.head.bias
     y = get_activation(config.head_activation)(y).astype(param_dtype)
     return y, states, (outputs[0] if outputs else None)
+
+
+def _check_input(x, config: ModelConfig) -> None:
+    """Raise a ValueError naming the expected ``(batch..., steps, features)`` shape."""
+    expected = f"(batch..., steps, {config.input_size}) = (batch..., steps, features)"
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) < 3:
+        raise ValueError(
+            f"x must have shape {expected}, at least 3 axes; got shape {shape}. "
+            "A single sequence is x[None]; a univariate series needs a features axis, "
+            "x[..., None]"
+        )
+    if shape[-2] == 0:
+        raise ValueError(f"x must have shape {expected} with steps >= 1; got shape {shape}")
+    if shape[-1] != config.input_size:
+        raise ValueError(
+            f"x has {shape[-1]} features per step but config.input_size is "
+            f"{config.input_size}: x must have shape {expected}; got shape {shape}"
+        )
+
+
+def _check_params(params: ModelParams, config: ModelConfig) -> None:
+    """Raise a ValueError naming the first way ``params`` do not fit ``config``."""
+    hint = "; params must come from init_params(key, config) with the same config"
+    if not (hasattr(params, "layers") and hasattr(params, "head")):
+        raise ValueError(f"params must be ModelParams, got {type(params).__name__}{hint}")
+    if len(params.layers) != len(config.layers):
+        raise ValueError(
+            f"params have {len(params.layers)} LSTM layers but config.layer_sizes is "
+            f"{config.layer_sizes}{hint}"
+        )
+    for idx, (layer, cfg) in enumerate(zip(params.layers, config.layers, strict=True)):
+        cells = layer if isinstance(layer, BidirectionalParams) else (layer,)
+        if isinstance(layer, BidirectionalParams) != bool(cfg.bidirectional):
+            raise ValueError(
+                f"layer {idx}: config bidirectional={cfg.bidirectional!r} but params are "
+                f"{type(layer).__name__}{hint}"
+            )
+        four = 4 * cfg.units
+        for cell in cells:
+            expected = {
+                "kernel": (cfg.input_size, four),
+                "recurrent_kernel": (cfg.units, four),
+                "bias": (four,) if cfg.use_bias else None,
+            }
+            for name, want in expected.items():
+                got = getattr(cell, name)
+                got_shape = None if got is None else tuple(got.shape)
+                if got_shape != want:
+                    what = "None (use_bias=False)" if want is None else want
+                    raise ValueError(
+                        f"layer {idx} ({cfg.units} units, input size {cfg.input_size}, "
+                        f"use_bias={cfg.use_bias}): {name} must be {what}, got "
+                        f"{got_shape}{hint}"
+                    )
+    top = config.layers[-1].output_size
+    head = {
+        "kernel": (top, config.output_size),
+        "bias": (config.output_size,) if config.head_use_bias else None,
+    }
+    for name, want in head.items():
+        got = getattr(params.head, name)
+        got_shape = None if got is None else tuple(got.shape)
+        if got_shape != want:
+            raise ValueError(
+                f"head {name} must be {want} (top layer output {top}, output_size "
+                f"{config.output_size}, head_use_bias={config.head_use_bias}), got "
+                f"{got_shape}{hint}"
+            )
 
 
 def param_count(params: ModelParams) -> int:

@@ -30,19 +30,24 @@ name           what it does                                                forwa
                step; any activation
 ``fused``      one ``tanh`` over the whole gate array (exact rewrite of     yes
                the sigmoid gates), plain autodiff
-``fused_vjp``  ``fused`` forward + custom VJP: the backward pass runs only  no
-               the recurrence, weight gradients as whole-chunk products
-``multicore``  ``fused_vjp`` with the batch split over local CPU devices    no
+``fused_jvp``  ``fused`` forward + custom JVP whose transpose is a          yes
+               recurrence-only backward pass (weight gradients as
+               whole-chunk products): fast reverse mode and forward mode
+``fused_vjp``  ``fused`` forward + custom VJP with that backward pass       no
+               written by hand (reverse mode only)
+``multicore``  ``fused_jvp`` with the batch split over local CPU devices    yes
                (``use_cpu_devices``); CPU only
 ``cudnn``      cuDNN through ``jax.experimental.rnn``; GPU, float32, no     no
-               masks
+               masks; no ``vmap``, no higher-order derivatives; opt-in
 =============  ==========================================================  ===========
 
 ``"auto"`` (the default) picks one per call with ``choose_mode``, from rules
-measured by ``benchmarks/bench.py`` (see that function and ``benchmarks/README.md``).
-Modes without forward-mode autodiff are custom VJPs: ``jax.jvp``, ``jax.jacfwd`` and
-``jax.hessian`` through them fail, so pick ``implementation="fused"`` (or 1, 2,
-``"hoisted"``) for forward mode.
+measured by ``benchmarks/bench.py`` (see that function and ``benchmarks/README.md``),
+and only among modes that work under every transform: ``jit``, ``grad``, ``vjp``,
+``jvp``, ``jacfwd``, ``jacrev``, ``hessian``, ``linearize``, ``vmap``,
+``jax.checkpoint``, ``shard_map`` and sharded inputs (``tests/test_transforms.py``).
+``fused_vjp`` and ``cudnn`` are custom VJPs: forward mode through them fails, so
+they are only run when named.
 """
 
 from __future__ import annotations
@@ -53,11 +58,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from .activations import ActivationSpec
-from .cell import cell_step
-from .kernels import cudnn, fused, fused_vjp, hoisted, multicore
+from .kernels import common, cudnn, fused, fused_jvp, fused_vjp, hoisted, multicore, scan
 from .kernels.multicore import use_cpu_devices
 from .types import Array, CellParams, LSTMState
 
@@ -67,6 +70,7 @@ __all__ = [
     "auto_mode_name",
     "choose_mode",
     "get_mode",
+    "input_platform",
     "list_modes",
     "register_mode",
     "resolve_mode",
@@ -210,7 +214,6 @@ def choose_mode(
     standard: bool,
     dtype: str,
     mask: bool,
-    dropout: bool,
     recurrent_dropout: bool,
     steps: int,
     batch: int,
@@ -220,51 +223,53 @@ def choose_mode(
 ) -> str:
     """The mode ``"auto"`` runs for a call with these static facts.
 
-    Rules (measured with ``benchmarks/bench.py`` on XLA:CPU, see ``benchmarks/README.md``;
-    the GPU rules follow cuDNN's scope, unmeasured so far: ``bench.py --gpu`` checks them):
+    Every mode it picks works under every JAX transform (``jvp``, ``grad``, ``vmap``,
+    ``hessian``, ``shard_map``, shardings, ``jax.export``). Rules (measured with
+    ``benchmarks/bench.py`` on XLA:CPU, see ``benchmarks/README.md``):
 
-    * CPU, standard activations: ``fused_vjp`` (in training the fastest single-device
-      mode at every measured seed-model shape and at B = 16 layers, 1.1x to 2x ahead of
-      ``keras2``; within 15% of ``keras2`` either way at B = 64, H >= 512 layers);
-      ``multicore`` instead when several CPU devices are exposed, divide the batch
-      into shares of at least ``MULTICORE_MIN_BATCH`` sequences, ``T >=
-      MULTICORE_MIN_STEPS`` and ``H <= MULTICORE_MAX_UNITS``.
-    * CPU, other activations: ``hoisted`` when ``D >= H / 2`` (the hoisted product
-      then saves more than its ``(T, B, 4H)`` buffer costs), else ``keras2``.
-    * GPU: ``cudnn`` when its mode declares it can run the call (``Mode.unsupported``:
-      float32, standard activations, no step mask and no recurrent dropout); otherwise
-      as on CPU (``fused_vjp`` / ``keras2``).
-    * other platforms (unmeasured): ``keras2``.
+    * standard activations: ``fused_jvp`` (the fused-gate kernel whose custom JVP
+      transposes into a recurrence-only backward pass); on CPU ``multicore`` instead
+      when several CPU devices are exposed, divide the batch into shares of at least
+      ``MULTICORE_MIN_BATCH`` sequences, ``T >= MULTICORE_MIN_STEPS`` and ``H <=
+      MULTICORE_MAX_UNITS``.
+    * other activations: ``hoisted`` when ``D >= H / 2`` (the hoisted product then
+      saves more than its ``(T, B, 4H)`` buffer costs), else ``keras2``.
+    * ``cudnn`` is never chosen: it is opt-in (``implementation="cudnn"``) until a GPU
+      conformance and speed run is recorded (``bench.py --gpu``); it also lacks batching
+      and higher-order derivatives (``jax.experimental.rnn``).
+    * a symbolic ``steps`` (``jax.export``) runs ``keras2``, one plain scan.
 
     Args:
         platform: ``"cpu"``, ``"gpu"``, ...
         standard: activations are ``tanh`` / ``sigmoid``.
         dtype: compute dtype name.
-        mask / dropout / recurrent_dropout: the call has a step mask / input dropout /
-            recurrent dropout.
-        steps, batch, input_size, units: ``T``, flattened ``B``, ``D``, ``H``.
-        cpu_devices: local CPU devices (``jax.local_device_count("cpu")``).
+        mask / recurrent_dropout: the call has a step mask / recurrent dropout.
+        steps, batch, input_size, units: ``T``, flattened ``B``, ``D``, ``H`` (``T``
+            and ``B`` may be symbolic ``jax.export`` dimensions).
+        cpu_devices: CPU devices the batch may be split over (``multicore``; 1: none).
     """
-    if platform == "gpu":
-        cudnn_limit = _REGISTRY["cudnn"].unsupported(
-            platform=platform,
-            mask=mask,
-            recurrent_dropout=recurrent_dropout,
-            standard=standard,
-            dtype=dtype,
-        )
-        if cudnn_limit is None:
-            return "cudnn"
-        return "fused_vjp" if standard else "keras2"
-    if platform != "cpu":
+    del dtype, mask, recurrent_dropout  # every kernel auto picks handles them
+    if not isinstance(steps, int):
         return "keras2"
     if not standard:
         return "hoisted" if 2 * input_size >= units else "keras2"
-    per_device, rest = divmod(batch, max(cpu_devices, 1))
-    if cpu_devices > 1 and not rest and per_device >= MULTICORE_MIN_BATCH:
-        if units <= MULTICORE_MAX_UNITS and steps >= MULTICORE_MIN_STEPS:
-            return "multicore"
-    return "fused_vjp"
+    if platform == "cpu" and cpu_devices > 1 and isinstance(batch, int):
+        per_device, rest = divmod(batch, cpu_devices)
+        if not rest and per_device >= MULTICORE_MIN_BATCH:
+            if units <= MULTICORE_MAX_UNITS and steps >= MULTICORE_MIN_STEPS:
+                return "multicore"
+    return "fused_jvp"
+
+
+def input_platform(x) -> str:
+    """The platform of the device(s) ``x`` lives on; ``jax.default_backend()`` when
+    that is not known (a tracer inside ``jit``, or a NumPy array)."""
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        try:
+            return next(iter(x.devices())).platform
+        except Exception:
+            pass
+    return jax.default_backend()
 
 
 def auto_mode_name(
@@ -275,9 +280,9 @@ def auto_mode_name(
     activation: ActivationSpec = "tanh",
     recurrent_activation: ActivationSpec = "sigmoid",
     mask: bool = False,
-    dropout: bool = False,
     recurrent_dropout: bool = False,
     platform: str | None = None,
+    cpu_devices: int | None = None,
 ) -> str:
     """The mode ``"auto"`` runs for one layer call (``choose_mode`` on the call's facts).
 
@@ -286,21 +291,22 @@ def auto_mode_name(
         dtype: their dtype.
         units: ``H``.
         activation / recurrent_activation: the layer's activations.
-        mask / dropout / recurrent_dropout: the call has a step mask / input dropout /
-            recurrent dropout.
+        mask / recurrent_dropout: the call has a step mask / recurrent dropout.
         platform: JAX platform; ``None``: ``jax.default_backend()``.
+        cpu_devices: CPU devices ``multicore`` would split the batch over; ``None``:
+            ``len(multicore.batch_devices(B))``.
     """
     platform = platform or jax.default_backend()
     batch = math.prod(shape[1:-1])
-    cpu_devices = 1
-    if platform == "cpu" and len(shape) == 3:
-        cpu_devices = max(len(multicore.batch_devices(batch)), 1)
+    if cpu_devices is None:
+        cpu_devices = 1
+        if platform == "cpu" and len(shape) == 3:
+            cpu_devices = max(len(multicore.batch_devices(batch)), 1)
     return choose_mode(
         platform=platform,
-        standard=fused.is_standard(activation, recurrent_activation),
+        standard=common.is_standard(activation, recurrent_activation),
         dtype=jnp.dtype(dtype).name,
         mask=mask,
-        dropout=dropout,
         recurrent_dropout=recurrent_dropout,
         steps=shape[0],
         batch=batch,
@@ -314,6 +320,9 @@ def _auto_run(
     params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options
 ):
     """``"auto"``: dispatch to ``choose_mode``'s pick for this call (at trace time)."""
+    cpu_devices = None
+    if len(xs.shape) == 3 and multicore.already_partitioned(xs, state):
+        cpu_devices = 1  # the caller partitioned the program: never re-shard it
     name = auto_mode_name(
         xs.shape,
         xs.dtype,
@@ -321,8 +330,9 @@ def _auto_run(
         activation=options.activation,
         recurrent_activation=options.recurrent_activation,
         mask=mask is not None,
-        dropout=input_mask is not None,
         recurrent_dropout=recurrent_mask is not None,
+        platform=input_platform(xs),
+        cpu_devices=cpu_devices,
     )
     return _REGISTRY[name].run(
         params,
@@ -335,60 +345,20 @@ def _auto_run(
     )
 
 
-AUTO = Mode("auto", _auto_run, supports_forward_ad=False)
-
-
-def _scan_cell(implementation: int):
-    """A mode that scans ``cell_step`` over time: Keras' own formulation."""
-
-    def run(
-        params: CellParams,
-        xs,
-        state: LSTMState,
-        *,
-        mask,
-        input_mask,
-        recurrent_mask,
-        options: RecurrenceOptions,
-    ):
-        def step(carry: LSTMState, inputs):
-            x_t, m_t = inputs
-            new, h = cell_step(
-                params,
-                carry,
-                x_t,
-                activation=options.activation,
-                recurrent_activation=options.recurrent_activation,
-                implementation=implementation,
-                input_mask=input_mask,
-                recurrent_mask=recurrent_mask,
-            )
-            if m_t is None:
-                return new, h
-            h_t, c_t, out = fused.masked_update(
-                m_t[..., None], new.h, new.c, carry.h, carry.c, options.zero_output_for_mask
-            )
-            # Not a no-op: with activations that return a narrower dtype than the state's,
-            # h is narrower than carry.h, and the step's output keeps h's dtype.
-            return LSTMState(h_t, c_t), out.astype(h.dtype)
-
-        final, ys = lax.scan(step, state, (xs, mask), unroll=options.scan_unroll(xs.shape[0]))
-        return ys, final
-
-    return run
+AUTO = Mode("auto", _auto_run)
 
 
 register_mode(
     Mode(
         "keras1",
-        _scan_cell(1),
+        scan.scan_cell(1),
         gate_masks=True,
     ),
 )
 register_mode(
     Mode(
         "keras2",
-        _scan_cell(2),
+        scan.scan_cell(2),
     ),
 )
 register_mode(
@@ -406,6 +376,13 @@ register_mode(
 )
 register_mode(
     Mode(
+        "fused_jvp",
+        fused_jvp.run,
+        standard_only=True,
+    ),
+)
+register_mode(
+    Mode(
         "fused_vjp",
         fused_vjp.run,
         supports_forward_ad=False,
@@ -415,8 +392,7 @@ register_mode(
 register_mode(
     Mode(
         "multicore",
-        multicore.wrap(fused_vjp.run),
-        supports_forward_ad=False,
+        multicore.wrap(fused_jvp.run),
         standard_only=True,
         platforms=frozenset({"cpu"}),
     ),

@@ -24,6 +24,8 @@ time, and ``stream_step`` refuses them.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -170,6 +172,13 @@ def stream_step(
         ``(y_t, new_states)``, ``y_t`` ``(B..., O)``.
     """
     _check_streamable(config)
+    x_t = jnp.asarray(x_t)
+    if x_t.ndim == 1:  # one unbatched sequence: apply takes (batch..., steps, features)
+        add = functools.partial(jax.tree.map, lambda a: a[None])
+        mask_1 = None if mask_t is None else jnp.asarray(mask_t)[None]
+        states_1 = None if states is None else tuple(None if s is None else add(s) for s in states)
+        y, new_states = stream_step(params, states_1, x_t[None], config, mask_t=mask_1)
+        return y[0], jax.tree.map(lambda a: a[0], new_states)
     mask = None if mask_t is None else jnp.asarray(mask_t, bool)[..., None]
     y, new_states = apply(
         params, x_t[..., None, :], config, mask=mask, initial_states=states, return_state=True

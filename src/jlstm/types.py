@@ -17,9 +17,27 @@ import jax
 
 Array = jax.Array
 
-__all__ = ["Array", "BidirectionalParams", "CellParams", "DenseParams", "LSTMState", "ModelParams"]
+__all__ = [
+    "Array",
+    "BidirectionalParams",
+    "CellParams",
+    "DenseParams",
+    "LSTMState",
+    "ModelParams",
+    "register_for_export",
+]
 
 
+def register_for_export(nodetype):
+    """Register a public NamedTuple for ``jax.export`` serialisation as ``jlstm.<Name>``
+    (a class decorator): exported functions that take or return it then serialise
+    without any user registration."""
+    return jax.export.register_namedtuple_serialization(
+        nodetype, serialized_name=f"jlstm.{nodetype.__name__}"
+    )
+
+
+@register_for_export
 class LSTMState(NamedTuple):
     """The recurrent state of one LSTM layer, hidden ``h`` first (Keras order).
 
@@ -32,6 +50,7 @@ class LSTMState(NamedTuple):
     c: Array
 
 
+@register_for_export
 class CellParams(NamedTuple):
     """Weights of one LSTM layer in the Keras layout, gate order ``i, f, g(c), o``.
 
@@ -46,6 +65,7 @@ class CellParams(NamedTuple):
     bias: Array | None
 
 
+@register_for_export
 class BidirectionalParams(NamedTuple):
     """Weights of a bidirectional LSTM layer: one ``CellParams`` per direction."""
 
@@ -53,6 +73,7 @@ class BidirectionalParams(NamedTuple):
     backward: CellParams
 
 
+@register_for_export
 class DenseParams(NamedTuple):
     """Weights of the dense head ``y = act(h @ kernel + bias)``.
 
@@ -65,6 +86,7 @@ class DenseParams(NamedTuple):
     bias: Array | None
 
 
+@register_for_export
 class ModelParams(NamedTuple):
     """Weights of a stacked LSTM model: the LSTM layers bottom-up, then the head.
 

@@ -12,7 +12,10 @@ Limits (declared in the mode's capability flags; ``"auto"`` falls back to anothe
 mode for them): CUDA GPUs only, float32 only, the standard activations, no step masks
 (cuDNN only knows right-padded lengths, whose outputs differ from Keras' masking), no
 recurrent dropout, no forward-mode autodiff (``jax.experimental.rnn.lstm`` is a
-``custom_vjp``). Matrix products run in full float32 (TF32 off), so results match the
+``custom_vjp``), no ``vmap`` and no derivatives of derivatives (its primitives lack
+those rules: under ``vmap`` the mode raises ``TRANSFORM_HINT``; a grad of a grad fails
+inside JAX's transposition, out of the mode's reach). ``"auto"`` never picks it.
+Matrix products run in full float32 (TF32 off), so results match the
 other modes to float32 rounding.
 """
 
@@ -22,9 +25,15 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..types import CellParams, LSTMState
-from . import fused
+from . import common
 
-__all__ = ["pack", "run"]
+__all__ = ["TRANSFORM_HINT", "pack", "run"]
+
+TRANSFORM_HINT = (
+    "implementation 'cudnn' (jax.experimental.rnn) has no batching (vmap), forward-mode "
+    "or higher-order derivative rules; use implementation='auto' (or 'fused_jvp'), which "
+    "runs every transform"
+)
 
 
 def pack(params: CellParams) -> jnp.ndarray:
@@ -47,7 +56,7 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
     from jax.experimental import rnn  # GPU-only module: imported when the mode runs
 
     dtype = xs.dtype  # before the input dropout mask may promote it
-    xs, h0, c0, mask, recurrent_mask, batch_shape = fused.prepare(
+    xs, h0, c0, mask, recurrent_mask, batch_shape = common.prepare(
         "cudnn", xs, state, mask, input_mask, recurrent_mask, options
     )
     if mask is not None or recurrent_mask is not None:
@@ -62,17 +71,20 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
         )
     steps, batch, features = xs.shape
     units = params.recurrent_kernel.shape[0]
-    ys, h_n, c_n = rnn.lstm(
-        jnp.swapaxes(xs, 0, 1),  # cuDNN is batch-major: (B, T, D)
-        h0[None],
-        c0[None],
-        pack(params),
-        jnp.full((batch,), steps, jnp.int32),
-        input_size=features,
-        hidden_size=units,
-        num_layers=1,
-        dropout=0.0,
-        bidirectional=False,
-        precision=lax.Precision.HIGHEST,  # full float32: no TF32
-    )
-    return fused.unflatten(jnp.swapaxes(ys, 0, 1), LSTMState(h_n[0], c_n[0]), batch_shape)
+    try:
+        ys, h_n, c_n = rnn.lstm(
+            jnp.swapaxes(xs, 0, 1),  # cuDNN is batch-major: (B, T, D)
+            h0[None],
+            c0[None],
+            pack(params),
+            jnp.full((batch,), steps, jnp.int32),
+            input_size=features,
+            hidden_size=units,
+            num_layers=1,
+            dropout=0.0,
+            bidirectional=False,
+            precision=lax.Precision.HIGHEST,  # full float32: no TF32
+        )
+    except NotImplementedError as err:  # jax.experimental.rnn's missing rules
+        raise NotImplementedError(f"{TRANSFORM_HINT} ({err})") from err
+    return common.unflatten(jnp.swapaxes(ys, 0, 1), LSTMState(h_n[0], c_n[0]), batch_shape)

@@ -16,28 +16,26 @@ contiguous array instead of four activations over column slices of the gate arra
 which XLA:CPU emits as separate, poorly vectorised loops (``benchmarks/README.md``).
 
 Everything here works on time-major arrays with one flattened batch axis:
-``xs`` ``(T, B, D)``, states ``(B, H)``; ``flatten`` / ``unflatten`` convert from the
-layer's ``(T, B..., D)``.
+``xs`` ``(T, B, D)``, states ``(B, H)``; ``common.flatten`` / ``common.unflatten``
+convert from the layer's ``(T, B..., D)``.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..activations import activation_name
 from ..types import Array, CellParams, LSTMState
+from .common import masked_update, prepare, project, static_size, unflatten
 
 __all__ = [
     "BATCH_MAJOR",
     "FEATURE_MAJOR",
     "HOIST_CHUNK",
     "HOIST_MIN_FEATURES",
-    "STANDARD_ACTIVATIONS_HINT",
     "TRANSPOSE_MIN_RATIO",
     "TRANSPOSE_MIN_UNITS",
     "Folded",
@@ -45,15 +43,9 @@ __all__ = [
     "Sequence",
     "choose_layout",
     "chunks",
-    "flatten",
     "fold",
     "forward",
-    "is_standard",
-    "masked_update",
-    "prepare",
-    "project",
     "run",
-    "unflatten",
 ]
 
 # Input widths from which the forward pass computes x @ W + b per chunk as one product
@@ -67,34 +59,6 @@ HOIST_CHUNK = 10
 # layouts tie, and at B = 64 batch-major is up to 1.1x faster.
 TRANSPOSE_MIN_UNITS = 256
 TRANSPOSE_MIN_RATIO = 64
-
-STANDARD_ACTIVATIONS_HINT = (
-    "the fused kernels compute the standard LSTM (activation='tanh', "
-    "recurrent_activation='sigmoid'); use implementation 2, 1 or 'hoisted' for other "
-    "activations, or 'auto', which picks one"
-)
-
-
-def is_standard(activation, recurrent_activation) -> bool:
-    """Whether the activations are ``tanh`` and ``sigmoid`` (by name or as the functions)."""
-    try:
-        return activation_name(activation) == "tanh" and (
-            activation_name(recurrent_activation) == "sigmoid"
-        )
-    except ValueError:  # an unknown name: not a standard one
-        return False
-
-
-def masked_update(keep: Array, h_new: Array, c_new: Array, h: Array, c: Array, zero_output: bool):
-    """Keras' masked step: ``(h_t, c_t, y)`` for a step mask ``keep`` broadcast to the states.
-
-    Where ``keep`` is false the step keeps the state ``(h, c)`` and emits the previous
-    output ``h`` (zeros with ``zero_output``).
-    """
-    h_t = jnp.where(keep, h_new, h)
-    c_t = jnp.where(keep, c_new, c)
-    y = jnp.where(keep, h_new, jnp.zeros_like(h) if zero_output else h)
-    return h_t, c_t, y
 
 
 class Folded(NamedTuple):
@@ -122,17 +86,6 @@ def fold(params: CellParams) -> Folded:
     scale = gate_scale(params.recurrent_kernel.shape[0], params.recurrent_kernel.dtype)
     bias = None if params.bias is None else params.bias * scale
     return Folded(params.kernel * scale, params.recurrent_kernel * scale, bias)
-
-
-def project(x: Array, kernel: Array) -> Array:
-    """``x @ kernel`` for ``x`` ``(..., D)``; a broadcast product when ``D == 1``.
-
-    XLA:CPU runs a contraction of length 1 as a general matrix product, several times
-    slower than the equivalent elementwise product it fuses with its neighbours.
-    """
-    if kernel.shape[0] == 1:
-        return x * kernel[0]
-    return x @ kernel
 
 
 class Layout(NamedTuple):
@@ -238,49 +191,6 @@ def choose_layout(batch: int, units: int) -> Layout:
     """Feature-major when ``H >= TRANSPOSE_MIN_UNITS`` and ``H >= TRANSPOSE_MIN_RATIO * B``."""
     wide = units >= TRANSPOSE_MIN_UNITS and units >= TRANSPOSE_MIN_RATIO * batch
     return FEATURE_MAJOR if wide else BATCH_MAJOR
-
-
-def flatten(xs: Array, state: LSTMState, mask, recurrent_mask):
-    """Flatten the batch axes of a layer call: ``(T, B..., D)`` -> ``(T, B, D)``.
-
-    Returns:
-        ``(xs, h0, c0, mask, recurrent_mask, batch_shape)`` with ``xs`` ``(T, B, D)``,
-        states ``(B, H)``, ``mask`` ``(T, B)`` or ``None`` and the recurrent dropout mask
-        ``(B, H)`` or ``None``; an unbatched call gets ``B = 1``.
-    """
-    steps, features = xs.shape[0], xs.shape[-1]
-    batch_shape = xs.shape[1:-1]
-    flat = math.prod(batch_shape)
-
-    def rows(a):
-        return None if a is None else a.reshape(flat, a.shape[-1])
-
-    xs = xs.reshape(steps, flat, features)
-    mask = None if mask is None else mask.reshape(steps, flat)
-    return xs, rows(state.h), rows(state.c), mask, rows(recurrent_mask), batch_shape
-
-
-def prepare(name: str, xs: Array, state: LSTMState, mask, input_mask, recurrent_mask, options):
-    """The start of every fused-gate mode's ``run``: check the activations are the standard
-    ones, apply the input dropout mask, then ``flatten`` (and return what it returns).
-
-    Raises:
-        ValueError: for other activations, naming the mode ``name``.
-    """
-    if not is_standard(options.activation, options.recurrent_activation):
-        raise ValueError(
-            f"implementation {name!r} needs standard activations: {STANDARD_ACTIVATIONS_HINT}"
-        )
-    if input_mask is not None:
-        xs = xs * input_mask
-    return flatten(xs, state, mask, recurrent_mask)
-
-
-def unflatten(ys: Array, final: LSTMState, batch_shape: tuple[int, ...]):
-    """Inverse of ``flatten`` for the outputs: ``ys`` ``(T, B..., H)``, states ``(B..., H)``."""
-    units = ys.shape[-1]
-    ys = ys.reshape(ys.shape[0], *batch_shape, units)
-    return ys, LSTMState(*(s.reshape(*batch_shape, units) for s in final))
 
 
 class Sequence(NamedTuple):
@@ -430,6 +340,7 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
     )
     hoist = xs.shape[-1] >= HOIST_MIN_FEATURES
     layout = choose_layout(xs.shape[1], params.recurrent_kernel.shape[0])
+    steps = static_size(xs.shape[0])
     seq = forward(
         fold(params),
         layout.to(xs),
@@ -438,9 +349,9 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
         mask=mask,
         recurrent_mask=layout.to(recurrent_mask),
         zero_output=options.zero_output_for_mask,
-        chunk=min(HOIST_CHUNK, xs.shape[0]) if hoist else None,
+        chunk=min(HOIST_CHUNK, steps) if hoist else None,
         hoist=hoist,
-        unroll=options.scan_unroll(xs.shape[0]),
+        unroll=options.scan_unroll(steps),
         layout=layout,
     )
     final = LSTMState(layout.back(seq.final.h), layout.back(seq.final.c))

@@ -25,8 +25,8 @@ in both passes.
 
 Being a ``jax.custom_vjp``, this kernel supports reverse mode (``grad``, ``vjp``,
 ``jacrev``, also nested) and ``vmap``, but not forward mode (``jvp``, ``jacfwd``,
-``hessian``): use the ``"fused"`` mode, the same forward pass under plain autodiff,
-for those.
+``hessian``; it raises ``FORWARD_MODE_HINT``): ``fused_jvp`` is the same kernel with
+a custom JVP that serves both.
 """
 
 from __future__ import annotations
@@ -38,9 +38,22 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..types import Array, CellParams, LSTMState
-from . import fused
+from . import common, fused
 
-__all__ = ["CHUNK", "STORE_GATES_MAX_BYTES", "STORE_GATES_MIN_UNITS", "run", "sequence"]
+__all__ = [
+    "CHUNK",
+    "FORWARD_MODE_HINT",
+    "STORE_GATES_MAX_BYTES",
+    "STORE_GATES_MIN_UNITS",
+    "run",
+    "sequence",
+]
+
+FORWARD_MODE_HINT = (
+    "implementation 'fused_vjp' is reverse-mode only (a custom VJP): for jax.jvp, "
+    "jax.jacfwd, jax.linearize or jax.hessian use implementation='auto' or 'fused_jvp', "
+    "the same kernel with forward mode"
+)
 
 # Steps per backward chunk. Measured on XLA:CPU (benchmarks/README.md): 10 to 20 is
 # the plateau for the seed model at T = 100; shorter chunks make the weight-gradient
@@ -100,17 +113,22 @@ def sequence(
     if layout is None:
         layout = fused.choose_layout(xs.shape[1], params.recurrent_kernel.shape[0])
     chunk = max(1, min(int(chunk), xs.shape[0]))  # steps per chunk, at most T
-    ys, h_last, c_last = _sequence(
-        (bool(zero_output), chunk, bool(hoist), bool(store_gates), layout),
-        params.kernel,
-        params.recurrent_kernel,
-        params.bias,
-        layout.to(xs),
-        layout.to(h0),
-        layout.to(c0),
-        mask,
-        layout.to(recurrent_mask),
-    )
+    try:
+        ys, h_last, c_last = _sequence(
+            (bool(zero_output), chunk, bool(hoist), bool(store_gates), layout),
+            params.kernel,
+            params.recurrent_kernel,
+            params.bias,
+            layout.to(xs),
+            layout.to(h0),
+            layout.to(c0),
+            mask,
+            layout.to(recurrent_mask),
+        )
+    except TypeError as err:
+        if "forward-mode" not in str(err):
+            raise
+        raise TypeError(f"{FORWARD_MODE_HINT} ({err})") from err
     return layout.back(ys), LSTMState(layout.back(h_last), layout.back(c_last))
 
 
@@ -286,7 +304,7 @@ def _chunk_bwd(folded, kernel, recurrent, recurrent_mask, zero_output, layout, c
 
 def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
     """The ``"fused_vjp"`` mode (shapes as in ``jlstm.modes``)."""
-    xs, h0, c0, mask, recurrent_mask, batch_shape = fused.prepare(
+    xs, h0, c0, mask, recurrent_mask, batch_shape = common.prepare(
         "fused_vjp", xs, state, mask, input_mask, recurrent_mask, options
     )
     ys, final = sequence(
@@ -298,4 +316,4 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
         recurrent_mask=recurrent_mask,
         zero_output=options.zero_output_for_mask,
     )
-    return fused.unflatten(ys, final, batch_shape)
+    return common.unflatten(ys, final, batch_shape)

@@ -13,7 +13,7 @@ from jax import lax
 
 from ..activations import get_activation
 from ..types import CellParams, LSTMState
-from .fused import masked_update
+from .common import masked_update
 
 __all__ = ["run"]
 

@@ -13,8 +13,9 @@ and this kernel then runs another kernel under ``jax.shard_map`` with the batch 
 across them: each device runs the recurrence for its share of the sequences on its
 own thread. Sequences are independent, so the outputs are those of the inner kernel
 exactly; the weight gradients are the per-device sums added together (float
-rounding aside). With one device, a batch the devices do not divide, or inside
-another ``shard_map``, it runs the inner kernel unchanged.
+rounding aside). With one device, a batch the devices do not divide, or in a
+program the user partitioned (``shard_map``, a mesh context, explicitly sharded
+inputs), it runs the inner kernel unchanged.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from ..types import CellParams, LSTMState
+from .common import explicitly_sharded
 
-__all__ = ["batch_devices", "use_cpu_devices", "wrap"]
+__all__ = ["already_partitioned", "batch_devices", "use_cpu_devices", "wrap"]
 
 _AXIS = "jlstm_batch"
 
@@ -53,13 +55,15 @@ def use_cpu_devices(count: int | None = None) -> int:
     return int(count)
 
 
-def batch_devices(batch: int, *, platform: str = "cpu") -> list:
+def batch_devices(batch, *, platform: str = "cpu") -> list:
     """The local devices a batch of ``batch`` sequences is split over (``[]``: do not split).
 
     Uses every local device of ``platform`` when there are at least two, they divide
-    the batch, and the call is not already inside a ``shard_map``.
+    the batch (a symbolic ``jax.export`` batch is never split), and the caller has not
+    set a mesh of its own (``jax.set_mesh`` / ``jax.sharding.use_mesh``, or inside a
+    ``shard_map``): a program the user partitioned is never re-partitioned.
     """
-    if platform != "cpu":
+    if platform != "cpu" or not isinstance(batch, int):
         return []
     try:
         devices = jax.local_devices(backend="cpu")
@@ -67,9 +71,17 @@ def batch_devices(batch: int, *, platform: str = "cpu") -> list:
         return []
     if len(devices) < 2 or batch % len(devices):
         return []
-    if jax.sharding.get_abstract_mesh().manual_axes:
+    if not jax.sharding.get_abstract_mesh().empty:
         return []
     return devices
+
+
+def already_partitioned(*arrays) -> bool:
+    """Whether the call runs in a program the user partitioned: inside a mesh context
+    or ``shard_map``, or on arrays whose type carries an explicit sharding."""
+    if not jax.sharding.get_abstract_mesh().empty:
+        return True
+    return any(explicitly_sharded(a) for a in jax.tree.leaves(arrays))
 
 
 def wrap(inner):
@@ -88,7 +100,9 @@ def wrap(inner):
             )
 
         batch_shape = xs.shape[1:-1]
-        devices = batch_devices(batch_shape[0]) if len(batch_shape) == 1 else []
+        devices = []
+        if len(batch_shape) == 1 and not already_partitioned(xs, state):
+            devices = batch_devices(batch_shape[0])
         if not devices:
             return local(params, xs, state, mask, input_mask, recurrent_mask)
         mesh = Mesh(devices, (_AXIS,))

@@ -1,0 +1,348 @@
+r"""The fused-gate kernel with a custom JVP that transposes into a recurrence-only backward.
+
+One rule serves forward and reverse mode. The tangent of the sequence is written so
+that everything that does not depend on the previous step's tangent happens outside
+the step loop, as whole-chunk products::
+
+    dp_t = dx_t W' + x_t dW' + h'_{t-1} dU' + db'          (one product per chunk of K steps)
+    dz_t = dp_t + dh_{t-1} U'                               (the only per-step product)
+    dt_t = (1 - t_t^2) dz_t          t_t = tanh(z_t): the folded gates (``fused``)
+    di, df, do = dt_i / 2, dt_f / 2, dt_o / 2       dg = dt_g
+    dc_t = df c_{t-1} + f dc_{t-1} + di g + i dg
+    dh_t = do tanh(c_t) + o (1 - tanh(c_t)^2) dc_t
+
+(primes: the folded weights of ``fused.fold``; ``h'`` the hidden state times the
+recurrent dropout mask; masked steps keep the tangent state as they keep the state.)
+
+``jax.jvp``/``jax.jacfwd`` evaluate it directly. For ``jax.grad``/``jax.vjp`` JAX
+linearises and transposes it: the per-step loop becomes the reverse recurrence
+``dz -> dz U'^T`` alone, and the chunk products become ``dW += x^T dz``,
+``dU += h'^T dz``, ``db += sum(dz)``, ``dx = dz W'^T``: one product each per chunk,
+the backward pass of ``fused_vjp``. Each chunk's tangent is a ``jax.checkpoint``, so
+the backward pass recomputes the chunk's gates and cell states from the stored
+hidden states and chunk-boundary cell states instead of storing ``(T, B, 4H)`` of
+them (unless ``store_gates``: then the forward pass stores the gates). Everything
+inside is ordinary JAX, so the rule itself can be differentiated again (hessians),
+batched (``vmap``) and partitioned (``shard_map``, shardings).
+
+The tangent of a recurrent dropout mask is ignored (masks are constants).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+from ..types import Array, CellParams, LSTMState
+from . import common, fused
+
+__all__ = ["CHUNK", "STORE_GATES_MAX_BYTES", "STORE_GATES_MIN_UNITS", "run", "sequence"]
+
+# Steps per chunk. Measured on XLA:CPU (benchmarks/README.md, for the custom VJP whose
+# backward pass this one reproduces): 10 to 20 is the plateau for the seed model at
+# T = 100; shorter chunks make the weight-gradient products small, longer ones spill
+# the chunk's gate arrays out of cache.
+CHUNK = 10
+
+# When the forward pass keeps the gates (T * B * 4H values) instead of the backward
+# pass recomputing them per chunk: when they are small, or when H is large.
+# Recomputing costs ~8 T B H^2 FLOPs, storing ~16 T B H bytes of fresh memory.
+# Measured (benchmarks/README.md): a H = 512 layer trains 1.2x faster storing; the
+# seed model (H <= 64, 26 MB of gates in its first layer) 1.3x faster recomputing.
+# A symbolic size (``jax.export``) counts as large.
+STORE_GATES_MAX_BYTES = 4 * 2**20
+STORE_GATES_MIN_UNITS = 128
+
+
+def sequence(
+    params: CellParams,
+    xs: Array,
+    h0: Array,
+    c0: Array,
+    *,
+    mask: Array | None = None,
+    recurrent_mask: Array | None = None,
+    zero_output: bool = False,
+    chunk: int = CHUNK,
+    hoist: bool | None = None,
+    store_gates: bool | None = None,
+    layout: fused.Layout | None = None,
+) -> tuple[Array, LSTMState]:
+    """Run the standard LSTM over ``xs`` ``(T, B, D)`` from ``(h0, c0)`` ``(B, H)``.
+
+    Args:
+        params: ``CellParams`` in the Keras layout.
+        mask: ``(T, B)`` bool step mask (Keras semantics) or ``None``.
+        recurrent_mask: ``(B, H)`` dropout mask on ``h_{t-1}`` or ``None``.
+        zero_output: emit zeros at masked steps instead of the previous output.
+        chunk: steps per chunk of the tangent (and of the forward pass when hoisting).
+        hoist: compute ``x @ W + b`` per chunk as one product in the forward pass;
+            ``None``: when ``D >= fused.HOIST_MIN_FEATURES``.
+        store_gates: keep every step's gates from the forward pass instead of
+            recomputing them for the tangent; ``None``: when they take at most
+            ``STORE_GATES_MAX_BYTES`` or ``H >= STORE_GATES_MIN_UNITS``.
+        layout: ``fused.Layout`` the kernel runs in (inputs and outputs stay
+            batch-major); ``None``: ``fused.choose_layout``.
+
+    Returns:
+        ``(ys, LSTMState(h_T, c_T))``: ``ys`` ``(T, B, H)``, states ``(B, H)``.
+    """
+    steps, batch, features = xs.shape
+    units = params.recurrent_kernel.shape[0]
+    if hoist is None:
+        hoist = features >= fused.HOIST_MIN_FEATURES
+    if store_gates is None:
+        gate_bytes = common.static_size(steps, batch, 4 * units) * xs.dtype.itemsize
+        store_gates = gate_bytes <= STORE_GATES_MAX_BYTES or units >= STORE_GATES_MIN_UNITS
+    if layout is None:
+        layout = fused.choose_layout(batch, units)
+    chunk = max(1, min(int(chunk), common.static_size(steps)))  # steps per chunk, at most T
+    ys, h_last, c_last = _sequence(
+        (bool(zero_output), chunk, bool(hoist), bool(store_gates), layout),
+        params.kernel,
+        params.recurrent_kernel,
+        params.bias,
+        layout.to(xs),
+        layout.to(h0),
+        layout.to(c0),
+        mask,
+        layout.to(recurrent_mask),
+    )
+    return layout.back(ys), LSTMState(layout.back(h_last), layout.back(c_last))
+
+
+def _forward(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask, *, save):
+    zero_output, chunk, hoist, store_gates, layout = static
+    return fused.forward(
+        fused.fold(CellParams(kernel, recurrent, bias)),
+        xs,
+        h0,
+        c0,
+        mask=mask,
+        recurrent_mask=recurrent_mask,
+        zero_output=zero_output,
+        chunk=chunk if save or hoist else None,
+        save=save,
+        save_gates=save and store_gates,
+        hoist=hoist,
+        layout=layout,
+    )
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _sequence(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask):
+    seq = _forward(static, kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask, save=False)
+    return seq.ys, seq.final.h, seq.final.c
+
+
+def _present(t):
+    return None if t is None or isinstance(t, SymbolicZero) else t
+
+
+def _sequence_jvp(static, primals, tangents):
+    zero_output, chunk, _, _, layout = static
+    kernel, recurrent, bias, xs, h0, c0, mask, recurrent_mask = primals
+    d_kernel, d_recurrent, d_bias, dxs, dh0, dc0 = map(_present, tangents[:6])
+    seq = _forward(static, *primals, save=True)
+    hs = seq.ys if seq.hs is None else seq.hs
+    units = recurrent.shape[0]
+    scale = fused.gate_scale(units, recurrent.dtype)
+
+    def arrange(w):  # a (F, 4H) weight (or its tangent), folded and as the products take it
+        return None if w is None else layout.weight(w * scale)
+
+    weights = (
+        arrange(kernel),
+        arrange(recurrent),
+        None if bias is None else layout.bias(bias * scale),
+    )
+    d_weights = (
+        arrange(d_kernel),
+        arrange(d_recurrent),
+        None if d_bias is None or bias is None else layout.bias(d_bias * scale),
+    )
+    # Zero tangents of the initial state, made from the state so that they carry its
+    # sharding and varying manual axes (shard_map's check_vma).
+    dh = jnp.zeros_like(h0) if dh0 is None else dh0
+    dc = jnp.zeros_like(c0) if dc0 is None else dc0
+
+    def body(carry, inputs):
+        return _chunk_tangent(
+            weights, d_weights, recurrent_mask, zero_output, layout, units, carry, inputs
+        )
+
+    # Recompute the chunk's gates in the backward pass rather than store them.
+    body = jax.checkpoint(body, prevent_cse=False)
+    steps = xs.shape[0]
+    head, full = fused.chunks(steps, chunk)
+    ts = seq.gates
+    carry = (dh, dc)
+    pieces = []
+    if head:
+        inputs = (
+            xs[:head],
+            hs[:head],
+            None if mask is None else mask[:head],
+            None if ts is None else ts[:head],
+            None if dxs is None else dxs[:head],
+            h0,
+            seq.boundaries[0],
+        )
+        carry, dys_head = body(carry, inputs)
+        pieces.append(dys_head)
+    if full:
+
+        def blocks(a):
+            return None if a is None else a[head:].reshape(full, chunk, *a.shape[1:])
+
+        # The hidden state before each full chunk: stored at a - 1, or h0 at a = 0.
+        if head:
+            h_before = hs[head - 1 : steps - 1 : chunk]
+        else:
+            h_before = jnp.concatenate([h0[None], hs[chunk - 1 : steps - 1 : chunk]])
+        inputs = (
+            blocks(xs),
+            blocks(hs),
+            blocks(mask),
+            blocks(ts),
+            blocks(dxs),
+            h_before,
+            seq.boundaries[1 if head else 0 :],
+        )
+        carry, dys_full = lax.scan(body, carry, inputs)
+        pieces.append(dys_full.reshape(full * chunk, *dys_full.shape[2:]))
+    dys = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces)
+    return (seq.ys, seq.final.h, seq.final.c), (dys, *carry)
+
+
+_sequence.defjvp(_sequence_jvp, symbolic_zeros=True)
+
+
+def _split(layout: fused.Layout, a: Array, units: int):
+    if layout.transposed:
+        return tuple(a[..., k * units : (k + 1) * units, :] for k in range(4))
+    return tuple(a[..., k * units : (k + 1) * units] for k in range(4))
+
+
+def _gate_axis(layout: fused.Layout, a: Array, units: int) -> Array:
+    """A gate array with its gate blocks on an axis: ``(..., B, 4, H)`` / ``(..., 4, H, B)``."""
+    if layout.transposed:
+        return a.reshape(*a.shape[:-2], 4, units, a.shape[-1])
+    return a.reshape(*a.shape[:-1], 4, units)
+
+
+def _weight_tangent_product(layout: fused.Layout, a: Array, d_weight: Array) -> Array:
+    """``a dW`` for ``a`` ``(K, B, F)`` and a weight tangent ``dW`` arranged by ``layout.weight``.
+
+    Batch-major, the product is one ``(K*B, F) @ (F, 4H)`` product, so that its
+    transpose (reverse mode's weight gradient ``a^T dz``) reads ``dz`` in place; as a
+    product over two batch axes XLA:CPU first copied ``dz`` transposed, every chunk.
+    Also at ``F = 1``: the transpose is then one matrix-vector product over ``dz``
+    where the broadcast product's transpose materialised a broadcast of ``a``. An
+    explicitly sharded batch axis cannot be merged with the time axis, so such
+    arrays keep the two axes.
+    """
+    if layout.transposed:
+        return layout.input_product(a, d_weight)
+    if common.explicitly_sharded(a):
+        return layout.input_product(a, d_weight)
+    rows = a.shape[0] * a.shape[1]
+    return (a.reshape(rows, a.shape[-1]) @ d_weight).reshape(*a.shape[:-1], d_weight.shape[-1])
+
+
+def _chunk_tangent(weights, d_weights, recurrent_mask, zero_output, layout, units, carry, inputs):
+    """Tangent of one chunk of K steps (module docstring).
+
+    ``inputs``: ``x`` ``(K, B, D)``, ``h`` ``(K, B, H)`` the hidden states after each
+    step, ``m`` ``(K, B)`` or ``None``, ``t`` ``(K, B, 4H)`` stored gates or ``None``
+    (recomputed), ``dx`` ``(K, B, D)`` or ``None`` (zero), and ``h``/``c`` ``(B, H)``
+    before the chunk (the last two axes swapped in the feature-major ``layout``).
+    ``carry``: the tangents ``dh, dc`` of the state before the chunk.
+    """
+    kernel, recurrent, bias = weights
+    d_kernel, d_recurrent, d_bias = d_weights
+    x, h, m, t, dx, h_first, c_first = inputs
+    h_prev = jnp.concatenate([h_first[None], h[:-1]])
+    if recurrent_mask is not None:
+        h_prev = h_prev * recurrent_mask
+    if t is None:
+        z = layout.input_product(x, kernel) + layout.recurrent_product(h_prev, recurrent)
+        if bias is not None:
+            z = z + bias
+        t = jnp.tanh(z)
+    i, f, g, _ = layout.gates(t, units)
+
+    def cell(c, inputs):
+        i, f, g, m = inputs
+        c_new = f * c + i * g
+        c_t = c_new if m is None else jnp.where(layout.keep(m), c_new, c)
+        return c_t, (c_new, c)
+
+    _, (c_new, c_prev) = lax.scan(cell, c_first, (i, f, g, m))
+
+    # The chunk's tangent pre-activations that do not depend on the recurrence.
+    terms = []
+    if dx is not None:
+        terms.append(layout.input_product(dx, kernel))
+    if d_kernel is not None:
+        terms.append(_weight_tangent_product(layout, x, d_kernel))
+    if d_recurrent is not None:
+        terms.append(_weight_tangent_product(layout, h_prev, d_recurrent))
+    dp = sum(terms[1:], terms[0]) if terms else None
+    if d_bias is not None:
+        dp = jnp.broadcast_to(d_bias, t.shape) if dp is None else dp + d_bias
+
+    gate_axis = -3 if layout.transposed else -2
+    sel_shape = (4, 1, 1) if layout.transposed else (4, 1)
+    sel_c = jnp.array([1.0, 1.0, 1.0, 0.0], t.dtype).reshape(sel_shape)
+    sel_h = jnp.array([0.0, 0.0, 0.0, 1.0], t.dtype).reshape(sel_shape)
+
+    def step(carry, inputs):
+        dh, dc = carry
+        dp_t, t_t, c_n, c_p, m_t = inputs
+        # What the step's tangent multiplies by: dc_t = sum of coef_{i,f,g} * dz_{i,f,g}
+        # + f dc_{t-1}, dh_t = coef_o * dz_o + od dc_t. The step is a checkpoint, so its
+        # transpose recomputes these in the backward loop instead of storing them.
+        i, f, g, o = layout.gates(t_t, units)
+        a_i, a_f, a_g, a_o = _split(layout, 1.0 - t_t * t_t, units)
+        tc = jnp.tanh(c_n)
+        coef = layout.concat([0.5 * a_i * g, 0.5 * a_f * c_p, a_g * i, 0.5 * a_o * tc])
+        od = o * (1.0 - tc * tc)
+        dh_in = dh if recurrent_mask is None else dh * recurrent_mask
+        dz = layout.recurrent_product(dh_in, recurrent)
+        if dp_t is not None:
+            dz = dz + dp_t
+        # Weighted sums over the gate axis rather than slices: their transposes are
+        # broadcasts that fuse, where a slice's transpose is a pad per gate block.
+        e = _gate_axis(layout, coef * dz, units)
+        dc_new = jnp.sum(e * sel_c, axis=gate_axis) + f * dc
+        dh_new = jnp.sum(e * sel_h, axis=gate_axis) + od * dc_new
+        if m_t is None:
+            return (dh_new, dc_new), dh_new
+        keep = layout.keep(m_t)
+        dy = jnp.where(keep, dh_new, jnp.zeros_like(dh) if zero_output else dh)
+        return (jnp.where(keep, dh_new, dh), jnp.where(keep, dc_new, dc)), dy
+
+    step = jax.checkpoint(step, prevent_cse=False)
+    return lax.scan(step, carry, (dp, t, c_new, c_prev, m))
+
+
+def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
+    """The ``"fused_jvp"`` mode (shapes as in ``jlstm.modes``)."""
+    xs, h0, c0, mask, recurrent_mask, batch_shape = common.prepare(
+        "fused_jvp", xs, state, mask, input_mask, recurrent_mask, options
+    )
+    ys, final = sequence(
+        params,
+        xs,
+        h0,
+        c0,
+        mask=mask,
+        recurrent_mask=recurrent_mask,
+        zero_output=options.zero_output_for_mask,
+    )
+    return common.unflatten(ys, final, batch_shape)
