@@ -719,6 +719,16 @@ def _programs(
                 state_sharding if members else whole,
             ),
         )
+        if mesh is not None:
+            # Traced under the mesh: the layers see a partitioned program, so the per-layer
+            # ``multicore`` split steps aside and no kernel merges the sharded batch axis.
+            sharded_epoch = run_epoch
+
+            def run_epoch(*args):
+                with jax.set_mesh(mesh):
+                    return sharded_epoch(*args)
+
+            run_epoch.jitted = sharded_epoch
     return optimizer, run_epoch, evaluate
 
 
