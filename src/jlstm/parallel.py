@@ -406,11 +406,10 @@ def data_parallel(step: Callable, mesh: Mesh, *, donate_state: bool = False) -> 
       process's devices (``pad_batch``); ``w=None`` means all ones. Keep the batch size
       fixed (pad the last batch of an epoch) so the step compiles once.
 
-    The per-layer ``multicore`` kernel (what ``"auto"`` picks on several CPU devices)
-    composes with this in one process: its ``shard_map`` over the same local devices
-    lines up with the batch split. In a multi-process job with several CPU devices
-    per process it fails (its mesh holds only local devices): there, use one CPU
-    device per process or ``implementation="fused_vjp"``.
+    The step is traced under the mesh (``jax.set_mesh``), so nothing inside a layer
+    re-partitions it: the per-layer ``multicore`` split steps aside and the kernels
+    keep the sharded batch axis apart from the time axis (no all-gathers). This also
+    makes several CPU devices per process work in a multi-process job.
 
     Args:
         step: ``(state, x, y, w) -> (state, loss)``.
@@ -450,7 +449,8 @@ def _rows_parallel(fn: Callable, mesh: Mesh, *, outputs: int, donate_first: bool
         elif w is None:
             ones = np.ones(x.shape[0], np.float32)
             w = jax.make_array_from_callback(ones.shape, rows, lambda index: ones[index])
-        return compiled(replicate(tree, mesh), x, y, w)
+        with jax.set_mesh(mesh):  # a partitioned program: the layers do not split it again
+            return compiled(replicate(tree, mesh), x, y, w)
 
     run.jitted = compiled
     return run

@@ -719,17 +719,23 @@ def _programs(
                 state_sharding if members else whole,
             ),
         )
-        if mesh is not None:
-            # Traced under the mesh: the layers see a partitioned program, so the per-layer
-            # ``multicore`` split steps aside and no kernel merges the sharded batch axis.
-            sharded_epoch = run_epoch
-
-            def run_epoch(*args):
-                with jax.set_mesh(mesh):
-                    return sharded_epoch(*args)
-
-            run_epoch.jitted = sharded_epoch
+        # Traced under the mesh (training and evaluation): the layers see a partitioned
+        # program, so the per-layer ``multicore`` split steps aside and no kernel merges
+        # the sharded batch axis.
+        run_epoch = _under_mesh(run_epoch, state_sharding.mesh)
+        evaluate = _under_mesh(evaluate, state_sharding.mesh)
     return optimizer, run_epoch, evaluate
+
+
+def _under_mesh(jitted, mesh):
+    """``jitted`` called inside ``jax.set_mesh(mesh)``; ``.jitted`` is the jitted function."""
+
+    def run(*args):
+        with jax.set_mesh(mesh):
+            return jitted(*args)
+
+    run.jitted = jitted
+    return run
 
 
 def _to_host(data, config: ModelConfig, name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
