@@ -103,6 +103,75 @@ def test_two_processes_train_as_one():
         assert proc.returncode == 0 and lines[-1:] == [f"ok {pid}"], err[-3000:]
 
 
+MULTI_DEVICE_WORKER = textwrap.dedent(
+    """
+    import sys
+    from jlstm import parallel
+
+    port, pid = sys.argv[1], int(sys.argv[2])
+    parallel.use_devices(2)
+    parallel.initialize(f"127.0.0.1:{port}", 2, pid, timeout_s=60)
+    import jax, numpy as np, jlstm
+    from jlstm.train import TrainConfig, fit
+
+    assert jax.device_count() == 4 and jax.local_device_count() == 2
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 16, 1)).astype(np.float32)
+    y = rng.normal(size=(512, 1)).astype(np.float32)
+    config = jlstm.ModelConfig(input_size=1, layer_sizes=(8,), output_size=1)
+    cfg = TrainConfig(epochs=2, batch_size=256, patience=None)   # "auto" alone: multicore
+    state = fit(config, (x, y), (x[:256], y[:256]), cfg, mesh=parallel.data_mesh())
+    print("loss", repr(state.history[-1]["loss"]), flush=True)
+    """
+)
+
+
+def test_two_processes_with_two_devices_each_fit_as_one():
+    """2 processes x 2 CPU devices, at a shape where ``auto`` would split each layer over
+    the local devices: inside fit's partitioned program it steps aside, and the losses
+    agree across processes and with one device."""
+    from jlstm.train import TrainConfig, fit
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MULTI_DEVICE_WORKER, port, str(pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for pid in (0, 1)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=150))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    losses = []
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+        losses.append(float(out.strip().splitlines()[-1].split()[1]))
+    assert losses[0] == losses[1]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 16, 1)).astype(np.float32)
+    y = rng.normal(size=(512, 1)).astype(np.float32)
+    import jlstm
+
+    config = jlstm.ModelConfig(input_size=1, layer_sizes=(8,), output_size=1)
+    one = fit(
+        config, (x, y), (x[:256], y[:256]), TrainConfig(epochs=2, batch_size=256, patience=None)
+    )
+    np.testing.assert_allclose(losses[0], one.history[-1]["loss"], rtol=1e-5)
+
+
 # -- the CLI: two `jlstm train` processes write one run --------------------------------------
 
 CLI_FAST = ["--layers", "8", "--epochs", "3", "--batch-size", "8", "--quiet", "--no-plot"]
