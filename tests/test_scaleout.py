@@ -65,11 +65,12 @@ WORKER = textwrap.dedent(
     for a, b in zip(jax.tree.leaves(seed1.params), jax.tree.leaves(ens.params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b)[1], rtol=0, atol=tol)
 
-    assert parallel.auto_mesh(16) is None                    # 8 rows a device: one device
-    assert parallel.auto_mesh(256).size == 2                 # the seed B = 256: both cores
-    assert parallel.auto_mesh(16, devices=2).size == 2       # --devices 2 asks for it
-    assert parallel.auto_mesh(16, ensemble=3) is None        # 3 members do not split on 2
-    assert parallel.auto_mesh(16, ensemble=8).size == 2
+    assert parallel.auto_mesh(16, 100) is None               # 8 x 100 a device: one device
+    assert parallel.auto_mesh(256, 100).size == 2            # the seed B = 256: both cores
+    assert parallel.auto_mesh(128, 4) is None                # short windows: one device
+    assert parallel.auto_mesh(16, 4, devices=2).size == 2    # --devices 2 asks for it
+    assert parallel.auto_mesh(16, 4, ensemble=3) is None     # 3 members do not split on 2
+    assert parallel.auto_mesh(16, 4, ensemble=8).size == 2
     print("ok")
     """
 )
@@ -166,4 +167,4 @@ def test_cli_scale_flags_are_checked(tmp_path, capsys, argv, match):
 
 def test_use_devices_is_documented_and_default_mesh_rule():
     assert "use_devices" in parallel.__all__ and "auto_mesh" in parallel.__all__
-    assert parallel.MIN_ROWS_PER_DEVICE == 64
+    assert parallel.MIN_WORK_PER_DEVICE == 2048

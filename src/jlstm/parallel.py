@@ -38,7 +38,7 @@ from jax.sharding import PartitionSpec as P
 
 __all__ = [
     "DATA_AXIS",
-    "MIN_ROWS_PER_DEVICE",
+    "MIN_WORK_PER_DEVICE",
     "auto_mesh",
     "batch_sharding",
     "data_mesh",
@@ -178,15 +178,16 @@ def device_summary() -> dict[str, Any]:
 
 # -- meshes and placement -----------------------------------------------------------------
 
-# Whole-step data parallelism on CPU pays once each device has enough rows for its share
-# of the per-step work to hide the all-reduce and the threads' start and join (the
-# per-layer split measured: the seed model gains at B = 256 on two devices, loses up to
-# 4x at B = 32). Below this many rows per device, one device trains.
-MIN_ROWS_PER_DEVICE = 64
+# Whole-step data parallelism on CPU pays once each device's share of a step (rows x
+# time steps) hides the all-reduce and the threads' hand-offs. Measured with fit on the
+# seed model, 2 cores, quiet machine (ms per step, one device -> whole step split):
+# T=100: B=16 7.4 -> 10.2, B=32 14.7 -> 14.4, B=64 29 -> 21, B=128 58 -> 34, B=256
+# 104 -> 66 (the per-layer multicore split: 70); T=4: B=64 1.2 -> 1.4, B=128 2.3 -> 2.5.
+MIN_WORK_PER_DEVICE = 2048
 
 
 def auto_mesh(
-    batch_size: int, *, ensemble: int | None = None, devices: int | None = None
+    batch_size: int, steps: int, *, ensemble: int | None = None, devices: int | None = None
 ) -> Mesh | None:
     """The mesh ``jlstm train`` trains on (``None``: one device), by a documented rule.
 
@@ -194,8 +195,10 @@ def auto_mesh(
     * ``devices`` given (``--devices N``): the first ``N`` devices (``N == 1``: none).
     * An ensemble of ``N`` members: the largest count of devices (at most ``devices``)
       that divides ``N`` (members are independent: splitting them costs nothing).
-    * Otherwise every device, if each gets at least ``MIN_ROWS_PER_DEVICE`` rows of
-      the batch; else one device (tiny batches run faster unsplit).
+    * Otherwise every device, if each one's share of a step, ``batch_size / devices``
+      rows of ``steps`` time steps, is at least ``MIN_WORK_PER_DEVICE`` (2048)
+      row-steps; else one device (small steps run faster unsplit). The seed model at
+      B = 256, T = 100 splits over 2 cores; the CLI's default B = 16 does not.
     """
     if jax.process_count() > 1:
         return data_mesh()
@@ -205,7 +208,7 @@ def auto_mesh(
     elif devices is not None:
         count = devices
     else:
-        count = limit if batch_size // limit >= MIN_ROWS_PER_DEVICE else 1
+        count = limit if (batch_size // limit) * steps >= MIN_WORK_PER_DEVICE else 1
     return data_mesh(count) if count > 1 else None
 
 

@@ -103,8 +103,9 @@ def _scale_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive,
         metavar="N",
         help="CPU cores to expose as JAX devices and train on, the batch split over them "
-        "(default: every core exposed; the batch is split only when each core gets >= 64 rows, "
-        "an ensemble's members over the most cores that divide their count)",
+        "(default: every core exposed; the batch is split only when each core gets >= 2048 "
+        "row-steps (batch / cores x --steps), an ensemble's members over the most cores that "
+        "divide their count)",
     )
     group.add_argument(
         "--coordinator",

@@ -502,7 +502,9 @@ def _mesh(mesh, exp: Experiment):
         raise SettingsError(
             "devices", f"mesh must be a Mesh, 'auto' or a device count, got {mesh!r}"
         )
-    return parallel.auto_mesh(exp.settings.batch_size, ensemble=exp.members, devices=devices)
+    return parallel.auto_mesh(
+        exp.settings.batch_size, exp.settings.steps, ensemble=exp.members, devices=devices
+    )
 
 
 def _train_follower(settings, out, resume, given, mesh, say) -> TrainingResult:
