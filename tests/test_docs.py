@@ -12,12 +12,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def _python_blocks(text):
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+# A README line `<!-- slow -->` right above a ```python block puts it in the slow tier.
+SLOW_MARKER = "<!-- slow -->"
 
 
-def _is_training_example(block):
-    return "fit(" in block or "run_training(" in block
+def _python_blocks(text, *, slow):
+    """The README's Python blocks of one tier: slow ones train a model or carry SLOW_MARKER."""
+    found = re.findall(r"(<!-- slow -->\n)?```python\n(.*?)```", text, flags=re.S)
+    return [block for marker, block in found if _is_slow(block, marker) == slow]
+
+
+def _is_slow(block, marker):
+    return bool(marker) or "fit(" in block or "run_training(" in block
 
 
 def _run(block):
@@ -25,15 +31,21 @@ def _run(block):
 
 
 def test_readme_python_examples_run():
-    blocks = [b for b in _python_blocks(README) if not _is_training_example(b)]
+    blocks = _python_blocks(README, slow=False)
     assert blocks, "the README must show a Python example"
     for block in blocks:
         _run(block)
 
 
+def test_slow_marker_selects_the_block():
+    text = f"a\n```python\nx = 1\n```\n{SLOW_MARKER}\n```python\ny = 2\n```\n"
+    assert _python_blocks(text, slow=False) == ["x = 1\n"]
+    assert _python_blocks(text, slow=True) == ["y = 2\n"]
+
+
 @pytest.mark.slow
 def test_readme_training_examples_run():
-    blocks = [b for b in _python_blocks(README) if _is_training_example(b)]
+    blocks = _python_blocks(README, slow=True)
     assert blocks, "the README's forecasting example trains a model"
     for block in blocks:
         _run(block)

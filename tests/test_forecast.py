@@ -14,6 +14,12 @@ import jlstm
 from jlstm.data import DataError, FeatureConfig, Pipeline, Series
 from jlstm.forecast import direct, one_step, predict_windows, recursive
 
+# The model's output is its float32 head bias, exactly (zero kernel); the pipeline turns it
+# into forecasts with float64 affine maps, a few roundings per step over at most 5 recursive
+# steps: 64 ulps of float64 holds every case with room (the expected values use the same
+# float32 bias, so no float32 rounding enters the comparison).
+RTOL = 64 * np.finfo(np.float64).eps
+
 
 def _constant_model(pipeline, bias):
     config = jlstm.ModelConfig(
@@ -40,15 +46,15 @@ def test_recursive_and_one_step_with_a_known_model():
     config, params = _constant_model(pipeline, [0.25])
     step = 0.25 * pipeline.target_scaler.scale[0]  # c in original units
     got = recursive(params, config, pipeline, series, 5)
-    np.testing.assert_allclose(got[:, 0], series.values[-1, 0] + step * np.arange(1, 6), rtol=1e-6)
+    np.testing.assert_allclose(got[:, 0], series.values[-1, 0] + step * np.arange(1, 6), rtol=RTOL)
     # From an earlier origin, and one-step over a whole split.
     got = recursive(params, config, pipeline, series, 2, origin=10)
-    np.testing.assert_allclose(got[:, 0], series.values[10, 0] + step * np.array([1, 2]), rtol=1e-6)
+    np.testing.assert_allclose(got[:, 0], series.values[10, 0] + step * np.array([1, 2]), rtol=RTOL)
     test = pipeline.windows(series)["test"]
     np.testing.assert_allclose(
         one_step(params, config, pipeline, test)[:, 0, 0],
         series.values[test.origin, 0] + step,
-        rtol=1e-6,
+        rtol=RTOL,
     )
 
 
@@ -59,16 +65,17 @@ def test_direct_head_and_recursion_in_blocks():
     config, params = _constant_model(pipeline, [0.1, 0.3])
     scale = pipeline.target_scaler.scale[0]
     last = series.values[-1, 0]
+    c1, c3 = (float(np.float32(c)) for c in (0.1, 0.3))  # the bias the model holds
     np.testing.assert_allclose(
         direct(params, config, pipeline, series)[:, 0],
-        last + scale * np.array([0.1, 0.3]),
-        rtol=1e-6,
+        last + scale * np.array([c1, c3]),
+        rtol=RTOL,
     )
     # Blocks of 2, each relative to the last value of the block before: +0.1, +0.3, then
     # +0.3+0.1, +0.3+0.3, then +0.6+0.1.
-    want = last + scale * np.array([0.1, 0.3, 0.4, 0.6, 0.7])
+    want = last + scale * np.array([c1, c3, c3 + c1, c3 + c3, c3 + c3 + c1])
     np.testing.assert_allclose(
-        recursive(params, config, pipeline, series, 5)[:, 0], want, rtol=1e-6
+        recursive(params, config, pipeline, series, 5)[:, 0], want, rtol=RTOL
     )
 
 
@@ -81,7 +88,7 @@ def test_recursive_past_irregular_dates_without_calendar_features():
     config, params = _constant_model(pipeline, [0.25])
     step = 0.25 * pipeline.target_scaler.scale[0]
     got = recursive(params, config, pipeline, series, 3)
-    np.testing.assert_allclose(got[:, 0], series.values[-1, 0] + step * np.arange(1, 4), rtol=1e-6)
+    np.testing.assert_allclose(got[:, 0], series.values[-1, 0] + step * np.arange(1, 4), rtol=RTOL)
     # Calendar features still need the future dates, which irregular dates do not give.
     cfg = FeatureConfig(steps=3, calendar=("weekday",), val_size=8, test_size=8)
     pipeline = Pipeline.fit(series, cfg)

@@ -1,5 +1,6 @@
 """jlstm.optim: Keras 3's Adam, RMSprop and SGD step for step, and against a real Keras fit."""
 
+import dataclasses
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -128,3 +129,71 @@ def test_training_matches_keras_fit(name):
     plain = optax.adam(lr) if name == "keras_adam" else optax.rmsprop(lr)
     optax_run = _jlstm_fit(params0, cfg, plain, x, y, epochs=epochs, batch_size=batch)
     assert distance(optax_run) > 100 * distance(ours)
+
+
+def test_fit_matches_keras_fit_without_shuffle():
+    """``jlstm.train.fit(optimizer="keras_adam", shuffle=False)`` from the same weights is
+    three epochs of Keras ``fit(shuffle=False)``: batches in order, the last one partial."""
+    from jlstm.train import TrainConfig, fit, init_fit_state, make_optimizer
+
+    cfg = jlstm.ModelConfig(input_size=1, layer_sizes=(8, 4))
+    params0 = jlstm.init_params(jax.random.key(0), cfg)
+    x, y = _windows()
+    lr, epochs, batch = 1e-2, 3, 16  # 40 windows: batches of 16, 16, 8
+    model = to_keras(cfg, params0)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="mse")
+    model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=False, verbose=0)
+    want = [np.asarray(w) for w in model.get_weights()]
+
+    train_cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=batch,
+        learning_rate=lr,
+        optimizer="keras_adam",
+        shuffle=False,
+        patience=None,
+        restore_best=False,
+    )
+    opt = make_optimizer(train_cfg, steps_per_epoch=3)
+    state = init_fit_state(cfg, opt, 0)
+    state = state._replace(
+        train=state.train._replace(params=params0, opt_state=opt.init(params0)),
+        best_params=params0,
+    )
+    got = [
+        np.asarray(a)
+        for a in jax.tree.leaves(fit(cfg, (x, y), None, train_cfg, state=state).params)
+    ]
+    start = [np.asarray(a) for a in jax.tree.leaves(params0)]
+    change = np.sqrt(sum(np.sum((w - s) ** 2) for w, s in zip(want, start, strict=True)))
+    distance = np.sqrt(sum(np.sum((w - a) ** 2) for w, a in zip(want, got, strict=True)))
+    # The bar of test_training_matches_keras_fit (float32 rounding over 9 steps); fit's
+    # zero-weight padding of the last batch adds no rounding to its mean (weights 0 or 1).
+    assert distance < 1e-5 * change
+    shuffled = fit(cfg, (x, y), None, dataclasses.replace(train_cfg, shuffle=True), state=state)
+    off = np.sqrt(
+        sum(
+            np.sum((w - np.asarray(a)) ** 2)
+            for w, a in zip(want, jax.tree.leaves(shuffled.params), strict=True)
+        )
+    )
+    assert off > 100 * distance  # the order matters: shuffle=True is another run
+
+
+def test_keras_optimizer_state_checkpoints_and_resumes_bit_for_bit(tmp_path):
+    from jlstm.checkpoint import load_checkpoint, save_checkpoint
+    from jlstm.train import TrainConfig, fit
+
+    cfg = jlstm.ModelConfig(input_size=1, layer_sizes=(4,))
+    x, y = _windows(20, 3)
+    train_cfg = TrainConfig(epochs=4, optimizer="keras_rmsprop", shuffle=False, patience=None)
+    saved = []
+    whole = fit(cfg, (x, y), None, train_cfg, on_epoch_end=saved.append)
+    save_checkpoint(tmp_path / "ckpt", cfg, train_cfg, saved[1])
+    ckpt = load_checkpoint(tmp_path / "ckpt")
+    assert ckpt.train_config == train_cfg
+    resumed = fit(cfg, (x, y), None, ckpt.train_config, state=ckpt.state)
+    for a, b in zip(jax.tree.leaves(resumed.train), jax.tree.leaves(whole.train), strict=True):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

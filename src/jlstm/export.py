@@ -105,6 +105,7 @@ def export_model(
     format: str = "jax",
     platforms: Sequence[str] = ("cpu",),
     seq_lengths: bool = False,
+    overwrite: bool = True,
     **options,
 ) -> None:
     """Write the model as one inference file at ``path`` (atomically).
@@ -118,6 +119,8 @@ def export_model(
             ``"tpu"``); ignored by ``"onnx"``.
         seq_lengths: the artifact takes a second input, ``(B,)`` int32 lengths of
             right-padded sequences.
+        overwrite: replace an existing ``path``; ``False`` raises ``FileExistsError``
+            instead, even if the file appears while the model is exported.
         **options: passed on (``batch_size``/``steps`` for jax, ``opset`` for onnx).
 
     Raises:
@@ -126,7 +129,7 @@ def export_model(
     if format == "jax":
         options["platforms"] = platforms
     data = _serialize(params, config, format, seq_lengths=seq_lengths, **options)
-    write_bytes_atomic(path, data)
+    write_bytes_atomic(path, data, replace=overwrite)
 
 
 def export_checkpoint(

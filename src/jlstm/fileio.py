@@ -76,11 +76,13 @@ def refuse_symlink(path: str | os.PathLike, what: str = "path") -> None:
 
 
 @contextlib.contextmanager
-def writing(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+def writing(path: str | os.PathLike, mode: str = "wb", *, replace: bool = True) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and move it to ``path``.
 
     The temporary file is created exclusively with an unpredictable name, so it cannot be a
-    planted symlink. On any error it is removed and ``path`` is untouched.
+    planted symlink. On any error it is removed and ``path`` is untouched. With
+    ``replace=False`` the file is committed with ``link``, which fails with
+    ``FileExistsError`` if ``path`` appeared meanwhile: an existing file is never replaced.
 
     Example::
 
@@ -98,7 +100,11 @@ def writing(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            os.unlink(tmp)
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -108,9 +114,9 @@ def writing(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     fsync_dir(parent)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, replace: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`writing`)."""
-    with writing(path, "wb") as f:
+    with writing(path, "wb", replace=replace) as f:
         f.write(data)
 
 

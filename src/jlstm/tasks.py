@@ -69,6 +69,7 @@ __all__ = [
     "Task",
     "TaskRun",
     "adding_batch",
+    "check_task",
     "copy_batch",
     "evaluate_task",
     "get_task",
@@ -276,6 +277,18 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; use one of {sorted(TASKS)}") from None
+
+
+def check_task(name: str, length: int) -> Task:
+    """The ``Task`` called ``name`` if ``length`` is a valid ``T`` for it, else ``ValueError``.
+
+    The generator's own checks run, traced (``jax.eval_shape``): no sequence is drawn.
+    """
+    task = get_task(name)
+    if not isinstance(length, int) or isinstance(length, bool):
+        raise ValueError(f"length must be an integer, got {length!r}")
+    jax.eval_shape(lambda key: task.sample(key, 1, length), jax.random.key(0))
+    return task
 
 
 def task_config(

@@ -44,6 +44,7 @@ import optax
 from . import parallel
 from .constraints import apply_constraints, has_constraints
 from .model import ModelConfig, apply, init_params
+from .optim import OPTIMIZERS as KERAS_OPTIMIZERS
 from .regularizers import has_activity_regularizer, has_weight_regularizer, regularized_apply
 from .types import Array, ModelParams
 
@@ -69,7 +70,7 @@ __all__ = [
 ]
 
 LOSSES = ("mse", "mae", "huber")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", *sorted(KERAS_OPTIMIZERS))
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 # Evaluation chunk sizes: a padded chunk of the next power of two, at most 1024 rows.
 EVAL_BUCKETS = tuple(2**k for k in range(11))
@@ -113,7 +114,8 @@ class TrainConfig:
         batch_size: windows per step.
         learning_rate: peak learning rate.
         optimizer: ``"adam"`` (default, optax defaults b1 0.9, b2 0.999, eps 1e-8),
-            ``"adamw"``, ``"sgd"`` or ``"rmsprop"``.
+            ``"adamw"``, ``"sgd"``, ``"rmsprop"``, or Keras 3's formulas step for step,
+            ``"keras_adam"``, ``"keras_rmsprop"``, ``"keras_sgd"`` (``jlstm.optim``).
         schedule: ``"constant"``, ``"cosine"`` (decay to 0 over all steps) or
             ``"warmup_cosine"`` (linear warm-up over ``warmup_epochs``, then cosine).
         warmup_epochs: warm-up length for ``warmup_cosine``.
@@ -124,6 +126,8 @@ class TrainConfig:
         min_delta: an improvement must lower the validation loss by more than this.
         restore_best: end with the weights of the best validation epoch.
         seed: seeds the initial weights, the batch order and dropout (``0 .. 2**63 - 1``).
+        shuffle: visit the training windows in a new random order every epoch; ``False``
+            visits them in order, the last batch partial, as Keras ``fit(shuffle=False)``.
     """
 
     epochs: int = 300
@@ -138,6 +142,7 @@ class TrainConfig:
     min_delta: float = 0.0
     restore_best: bool = True
     seed: int = 0
+    shuffle: bool = True
 
     def __post_init__(self):
         check_int("epochs", self.epochs, 1, MAX_EPOCHS)
@@ -152,6 +157,8 @@ class TrainConfig:
         check_number("min_delta", self.min_delta, positive=False)
         if not isinstance(self.restore_best, bool):
             raise ValueError(f"restore_best must be true or false, got {self.restore_best!r}")
+        if not isinstance(self.shuffle, bool):
+            raise ValueError(f"shuffle must be true or false, got {self.shuffle!r}")
         for name, allowed in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
@@ -192,6 +199,7 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTran
         "adamw": optax.adamw,
         "sgd": optax.sgd,
         "rmsprop": optax.rmsprop,
+        **KERAS_OPTIMIZERS,
     }[cfg.optimizer](lr)
     if cfg.clip_norm is not None:
         opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
@@ -684,7 +692,8 @@ def _programs(
         """One epoch: shuffle on the device, gather equal batches, scan the step over them."""
         n = x.shape[0]
         total = steps_per_epoch * batch
-        order = epoch_order(order_key, epoch, n)
+        # Keras' fit(shuffle=False): the windows in order, the last batch partial.
+        order = epoch_order(order_key, epoch, n) if cfg.shuffle else jnp.arange(n)
         # The last batch is padded with row 0 at weight 0; so is every batch to `rows`.
         idx = jnp.zeros((total,), order.dtype).at[:n].set(order).reshape(steps_per_epoch, batch)
         w = (jnp.arange(total) < n).astype(dtype).reshape(steps_per_epoch, batch)

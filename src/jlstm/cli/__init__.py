@@ -19,6 +19,7 @@ dataset's preprocessing, then the defaults, in that order of precedence
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -32,12 +33,18 @@ from ..experiment import (
     SettingsError,
     TrainingInterrupted,
 )
+from ..export import EXPORT_FORMATS
+from ..tasks import TASKS
 from . import commands
 from .options import BY_NAME, UsageError, add_options, parse_int
 
 __all__ = ["build_parser", "main"]
 
 EXIT_USAGE = 2
+# The tasks by their command-line names (jlstm.tasks.TASKS, "-" for "_").
+TASK_NAMES = tuple(sorted(name.replace("_", "-") for name in TASKS))
+# jax.export's lowering platforms.
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 EXIT_NONFINITE = 1
 
 
@@ -60,6 +67,39 @@ def _steps_ahead(text: str) -> int:
     return value
 
 
+def _platforms(text: str) -> tuple[str, ...]:
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in names if p not in PLATFORMS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"--platforms takes a comma-separated list of {', '.join(PLATFORMS)}, got {text!r}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _positive(flag: str, minimum: int = 1):
+    def convert(text: str) -> int:
+        try:
+            value = parse_int(text)
+            if value < minimum:
+                raise ValueError(f"must be >= {minimum}, got {value}")
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{flag} {err}") from None
+        return value
+
+    return convert
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"--budget must be a number of seconds > 0, got {text!r}")
+    return value
+
+
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "run", metavar="RUN", help="a run directory from `jlstm train` (or its checkpoint/)"
@@ -73,26 +113,6 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dataset", metavar="NAME", help="use this built-in dataset instead")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = parse_int(text, 1 << 16)
-        if value < 1:
-            raise ValueError(f"must be >= 1, got {value}")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return value
-
-
-def _process_id(text: str) -> int:
-    try:
-        value = parse_int(text, 1 << 16)
-        if value < 0:
-            raise ValueError(f"must be >= 0, got {value}")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return value
-
-
 def _scale_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "devices and processes (how the run is spread; the results do not depend on it "
@@ -100,7 +120,7 @@ def _scale_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--devices",
-        type=_positive,
+        type=_positive("--devices"),
         metavar="N",
         help="CPU cores to expose as JAX devices and train on, the batch split over them "
         "(default: every core exposed; the batch is split only when each core gets >= 2048 "
@@ -113,9 +133,17 @@ def _scale_arguments(parser: argparse.ArgumentParser) -> None:
         help="join a multi-process run (jax.distributed): process 0's address; every process "
         "runs the same command with its own --process-id; only process 0 writes --out",
     )
-    group.add_argument("--num-processes", type=_positive, metavar="N", help="processes in the run")
     group.add_argument(
-        "--process-id", type=_process_id, metavar="I", help="this process's index, 0..N-1"
+        "--num-processes",
+        type=_positive("--num-processes"),
+        metavar="N",
+        help="processes in the run",
+    )
+    group.add_argument(
+        "--process-id",
+        type=_positive("--process-id", 0),
+        metavar="I",
+        help="this process's index, 0..N-1",
     )
 
 
@@ -194,6 +222,62 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", "-o", metavar="FILE.csv", help="write the CSV here (default: standard output)"
     )
     predict.set_defaults(func=commands.predict)
+
+    export = sub.add_parser(
+        "export",
+        help="write a trained model as one inference file (jax.export or ONNX)",
+        description="Write the run's model as one inference file: --format jax, a serialised "
+        "jax.export program (x (batch, steps, D) -> y (batch, O); load it with "
+        "jax.export.deserialize, no jlstm needed), or --format onnx (standard LSTM operators). "
+        "An existing file is kept unless --force.",
+    )
+    export.add_argument(
+        "run", metavar="RUN", help="a run directory from `jlstm train` (or its checkpoint/)"
+    )
+    export.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the file to write (.jax, .onnx)"
+    )
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        help="jax or onnx (default: onnx for a FILE ending in .onnx, else jax)",
+    )
+    export.add_argument(
+        "--platforms",
+        type=_platforms,
+        metavar="LIST",
+        help=f"--format jax: where the program runs, from {', '.join(PLATFORMS)} "
+        "(comma-separated; default cpu)",
+    )
+    export.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    export.set_defaults(func=commands.export)
+
+    task = sub.add_parser(
+        "task",
+        help="train on a long-time-lag task of the LSTM papers (adding, temporal-order, copy)",
+        description="Train a one-layer LSTM on a synthetic task of the LSTM papers until the "
+        "paper's stopping criterion or the time budget, then count the wrong sequences of 2560 "
+        "fresh test sequences next to the paper's result. Exit status 0 when the success "
+        "criterion is met, 1 when not. Writes checkpoint/, metrics.json, history.json.",
+    )
+    task.add_argument("name", metavar="NAME", choices=TASK_NAMES, help=", ".join(TASK_NAMES))
+    task.add_argument(
+        "--length", required=True, type=_positive("--length"), metavar="T", help="the task's T"
+    )
+    task.add_argument(
+        "--out", required=True, metavar="DIR", help="output directory (must be new or empty)"
+    )
+    task.add_argument(
+        "--seed", type=_positive("--seed", 0), default=0, metavar="S", help="seed (default 0)"
+    )
+    task.add_argument(
+        "--budget",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="wall-clock training budget, compilation included (default 60)",
+    )
+    task.set_defaults(func=commands.task)
 
     datasets = sub.add_parser(
         "datasets",

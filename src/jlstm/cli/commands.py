@@ -1,4 +1,4 @@
-"""The four commands: each parses nothing and computes nothing itself, it calls
+"""The commands: each parses nothing and computes nothing itself, it calls
 ``jlstm.experiment`` and prints what came back."""
 
 from __future__ import annotations
@@ -8,19 +8,24 @@ import os
 import sys
 
 from .. import fileio, parallel
+from ..checkpoint import CheckpointError
 from ..data import DEFAULT_DATASET, list_datasets
 from ..experiment import (
     Settings,
+    checkpoint_path,
     evaluate_run,
     predict_run,
+    run_directory,
     run_training,
     score_table,
     verdict,
     write_metrics,
 )
+from ..export import export_checkpoint
+from ..tasks import TEST_SEQUENCES, check_task, run_task
 from .options import UsageError, given_settings
 
-__all__ = ["datasets", "evaluate", "predict", "train"]
+__all__ = ["datasets", "evaluate", "export", "predict", "task", "train"]
 
 
 def _say(message: str) -> None:
@@ -109,6 +114,72 @@ def predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(result.csv)
     return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    output = args.output
+    fmt = args.format or ("onnx" if output.lower().endswith(".onnx") else "jax")
+    if args.platforms is not None and fmt != "jax":
+        raise UsageError("--platforms applies to --format jax (an ONNX file is platform-free)")
+    if os.path.isdir(output):
+        raise UsageError(f"--output {output!r} is a directory; give a file name")
+    if os.path.lexists(output) and not args.force:
+        raise UsageError(f"--output {output!r} exists; add --force to replace it")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise UsageError(f"--output {output!r}: its directory does not exist")
+    fileio.refuse_symlink(output, "--output")
+    fileio.check_writable(parent)
+    if not os.path.exists(args.run):
+        raise CheckpointError(f"run directory {args.run!r} does not exist")
+    options = {"platforms": args.platforms or ("cpu",)} if fmt == "jax" else {}
+    try:
+        config = export_checkpoint(
+            checkpoint_path(args.run), output, format=fmt, overwrite=args.force, **options
+        )
+    except FileExistsError:  # it appeared while the model was exported
+        raise UsageError(f"--output {output!r} exists; add --force to replace it") from None
+    except ValueError as err:  # a model option the format cannot express
+        if isinstance(err, CheckpointError):
+            raise
+        raise UsageError(f"cannot export {args.run!r} as {fmt}: {err}") from None
+    layers = " -> ".join(f"LSTM {h}" for h in config.layer_sizes)
+    where = f"; runs on {', '.join(options['platforms'])}" if fmt == "jax" else ""
+    print(
+        f"wrote {output}: {fmt} export of {args.run} ({layers} -> Dense({config.output_size}), "
+        f"input (batch, steps, {config.input_size}) {config.param_dtype}{where})"
+    )
+    return 0
+
+
+def task(args: argparse.Namespace) -> int:
+    name = args.name.replace("-", "_")
+    try:
+        paper = check_task(name, args.length).paper
+    except ValueError as err:
+        raise UsageError(f"--length: {err}") from None
+    with run_directory(args.out, resumable=False):
+        report = run_task(name, args.length, args.out, seed=args.seed, budget_seconds=args.budget)
+    test = report["test"]
+    line = f"{args.name} T={args.length}: {test['wrong']}/{test['n']} test sequences wrong"
+    if "baseline_loss" in report:
+        line += f", loss {test['loss']:.4g} (memoryless baseline {report['baseline_loss']:.4g})"
+    print(f"{line}; paper: {paper}")
+    print(
+        f"trained {report['steps']} steps ({report['sequences']} sequences) in "
+        f"{report['train_seconds']} s, stopped by the {report['stopped_by'].replace('_', ' ')}"
+    )
+    print(f"wrote {args.out}{os.sep}: checkpoint metrics.json history.json")
+    if report["success"]:
+        return 0
+    bar = (
+        "a loss below the memoryless baseline"
+        if "baseline_loss" in report
+        else f"at most {3 * test['n'] // TEST_SEQUENCES} wrong"
+    )
+    hint = "; raise --budget" if report["stopped_by"] == "budget" else ""
+    print(f"jlstm task: the success criterion ({bar}) was not met{hint}", file=sys.stderr)
+    return 1
 
 
 def datasets(args: argparse.Namespace) -> int:

@@ -223,6 +223,12 @@ OPTIONS = (
     Option("loss", _text, _choices(LOSSES), "NAME"),
     Option("patience", _optional(parse_int), "early-stopping patience (0: none; default 50)", "N"),
     Option("seed", _seed, "seed of the weights, batch order and dropout (0 .. 2**63-1)", "N"),
+    Option(
+        "shuffle",
+        _bool,
+        "a new window order every epoch; --no-shuffle: in order, as Keras fit(shuffle=False)",
+        boolean=True,
+    ),
     Option("checkpoint_every", parse_int, "save the checkpoint every N epochs (default 10)", "N"),
     Option(
         "ensemble",
@@ -249,7 +255,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                     dest=opt.name,
                     action=argparse.BooleanOptionalAction,
                     default=argparse.SUPPRESS,
-                    help=f"{opt.help} (default: off, or the dataset's)",
+                    help=f"{opt.help} (default: {_boolean_default(opt.name)})",
                 )
                 continue
             grp.add_argument(
@@ -262,6 +268,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                 metavar=opt.metavar,
                 help=opt.help,
             )
+
+
+def _boolean_default(name: str) -> str:
+    default = {f.name: f.default for f in dataclasses.fields(Settings)}[name]
+    return "on" if default else "off, or the dataset's"
 
 
 def _argparse_type(opt: Option):

@@ -55,6 +55,7 @@ from .runs import (
     load_run,
     load_series,
     predict_run,
+    run_directory,
     run_training,
 )
 from .settings import GROUPS, Settings, SettingsError, check_setting
@@ -85,6 +86,7 @@ __all__ = [
     "load_series",
     "metrics_report",
     "predict_run",
+    "run_directory",
     "run_training",
     "score_table",
     "verdict",

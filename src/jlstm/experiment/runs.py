@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -11,7 +12,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, TextIO
 
 import jax
@@ -59,6 +60,7 @@ __all__ = [
     "load_run",
     "load_series",
     "predict_run",
+    "run_directory",
     "run_training",
 ]
 
@@ -351,7 +353,7 @@ def _nonempty(out: str) -> bool:
     return any(name != fileio.LOCK_FILE for name in os.listdir(out))
 
 
-def _check_out(out: str, resume: bool) -> None:
+def _check_out(out: str, resume: bool, resumable: bool = True) -> None:
     if os.path.lexists(out) and not os.path.isdir(out):
         raise SettingsError("out", f"--out {out!r} exists and is not a directory")
     if resume:
@@ -364,11 +366,39 @@ def _check_out(out: str, resume: bool) -> None:
                 "without --resume)",
             )
     elif os.path.isdir(out) and _nonempty(out):
+        fix = ", or add --resume to continue the run in it" if resumable else ""
         raise SettingsError(
-            "out",
-            f"output directory {out!r} is not empty: choose another --out, or add --resume to "
-            "continue the run in it",
+            "out", f"output directory {out!r} is not empty: choose another --out{fix}"
         )
+
+
+@contextlib.contextmanager
+def run_directory(out: str, *, resume: bool = False, resumable: bool = True) -> Iterator[bool]:
+    """Hold ``out`` as a run directory while the block writes into it.
+
+    ``out`` must be new or empty (or, with ``resume``, hold a complete checkpoint); it is
+    created, proved writable (``fileio.check_writable``), locked (``fileio.DirLock``) and
+    checked again under the lock, so two runs never share it. A directory created here
+    that is still empty at the end is removed. ``resumable=False`` leaves ``--resume``
+    out of the error that names the fix. Yields whether the directory was created.
+    """
+    _check_out(out, resume, resumable)
+    created = not os.path.isdir(out)
+    try:
+        fileio.check_writable(out)
+        lock = fileio.DirLock(out).acquire()
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    try:
+        if not resume:
+            _check_out(out, False, resumable)  # another run may have started here meanwhile
+        yield created
+    finally:
+        lock.release()
+        if created and os.path.isdir(out) and not _nonempty(out):
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def default_out(settings: Settings, root: str = "runs") -> str:
@@ -462,23 +492,9 @@ def run_training(
         _check_out(out, resume=False)
 
     # Every input is checked: from here on the run writes into `out`.
-    created = not os.path.isdir(out)
-    try:
-        fileio.check_writable(out)
-        lock = fileio.DirLock(out).acquire()
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    try:
-        if resumed is None:
-            _check_out(out, resume=False)  # another run may have started here meanwhile
+    with run_directory(out, resume=resumed is not None) as created:
         _barrier("jlstm start")  # the other processes read the checkpoint after recovery
         return _train_locked(exp, out, resumed, created, progress, plot, say, mesh)
-    finally:
-        lock.release()
-        if created and os.path.isdir(out) and not _nonempty(out):
-            shutil.rmtree(out, ignore_errors=True)
 
 
 def _barrier(name: str) -> None:

@@ -24,6 +24,8 @@ __all__ = ["GROUPS", "Settings", "SettingsError", "check_setting"]
 GROUPS = ("data", "features", "model", "train")
 # Members of an ensemble run (``--ensemble``): all of them train in one program.
 MAX_MEMBERS = 1024
+# Settings added after runs were first saved: a stored run without them takes the default.
+_ADDED = frozenset({"shuffle", "ensemble"})
 
 
 def _in(group: str, default: Any):
@@ -83,6 +85,7 @@ class Settings:
     loss: str = _in("train", "mse")
     patience: int | None = _in("train", 50)
     seed: int = _in("train", 0)
+    shuffle: bool = _in("train", True)
     checkpoint_every: int = _in("train", 10)
     ensemble: int = _in("train", 1)
 
@@ -138,8 +141,8 @@ class Settings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:
-        data = {"ensemble": 1, **data}  # runs from before ensembles
-        if set(data) != set(cls.names()):
+        # Runs saved before a setting existed take its default.
+        if not set(cls.names()) - _ADDED <= set(data) <= set(cls.names()):
             raise SettingsError("settings", "not the settings of a `jlstm train` run")
         return cls(**data)
 
@@ -168,6 +171,7 @@ class Settings:
             loss=self.loss,
             patience=self.patience,
             seed=self.seed,
+            shuffle=self.shuffle,
         )
 
     def model_config(self, pipeline: Pipeline) -> ModelConfig:
@@ -256,6 +260,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "loss": lambda v: TrainConfig(loss=v),
     "patience": lambda v: TrainConfig(patience=v),
     "seed": lambda v: TrainConfig(seed=v),
+    "shuffle": lambda v: TrainConfig(shuffle=v),
     "checkpoint_every": lambda v: check_int("checkpoint_every", v, 1, 1_000_000),
     "ensemble": lambda v: check_int("ensemble", v, 1, MAX_MEMBERS),
 }

@@ -222,21 +222,11 @@ def _sequence_jvp(static, primals, tangents):
 _sequence.defjvp(_sequence_jvp, symbolic_zeros=True)
 
 
-def _split(layout: fused.Layout, a: Array, units: int):
-    if layout.transposed:
-        return tuple(a[..., k * units : (k + 1) * units, :] for k in range(4))
-    return tuple(a[..., k * units : (k + 1) * units] for k in range(4))
-
-
-def _gate_axis(layout: fused.Layout, a: Array, units: int) -> Array:
-    """A gate array with its gate blocks on an axis: ``(..., B, 4, H)`` / ``(..., 4, H, B)``."""
-    if layout.transposed:
-        return a.reshape(*a.shape[:-2], 4, units, a.shape[-1])
-    return a.reshape(*a.shape[:-1], 4, units)
-
-
 def _weight_tangent_product(layout: fused.Layout, a: Array, d_weight: Array) -> Array:
-    """``a dW`` for ``a`` ``(K, B, F)`` and a weight tangent ``dW`` arranged by ``layout.weight``.
+    """``a dW`` for ``a`` ``(K, B, F)`` and a weight (tangent) ``dW`` arranged by ``layout.weight``.
+
+    Also the input tangent's ``dx W``: as a broadcast product at ``D = 1`` its
+    transpose materialised ``W`` broadcast to the chunk's ``(K, B, 4H)`` every chunk.
 
     Batch-major, the product is one ``(K*B, F) @ (F, 4H)`` product, so that its
     transpose (reverse mode's weight gradient ``a^T dz``) reads ``dz`` in place; as a
@@ -277,7 +267,7 @@ def _chunk_tangent(weights, d_weights, recurrent_mask, zero_output, layout, unit
         if bias is not None:
             z = z + bias
         t = jnp.tanh(z)
-    i, f, g, _ = layout.gates(t, units)
+    i, f, g, o = layout.gates(t, units)
 
     def cell(c, inputs):
         i, f, g, m = inputs
@@ -290,7 +280,7 @@ def _chunk_tangent(weights, d_weights, recurrent_mask, zero_output, layout, unit
     # The chunk's tangent pre-activations that do not depend on the recurrence.
     terms = []
     if dx is not None:
-        terms.append(layout.input_product(dx, kernel))
+        terms.append(_weight_tangent_product(layout, dx, kernel))
     if d_kernel is not None:
         terms.append(_weight_tangent_product(layout, x, d_kernel))
     if d_recurrent is not None:
@@ -299,31 +289,34 @@ def _chunk_tangent(weights, d_weights, recurrent_mask, zero_output, layout, unit
     if d_bias is not None:
         dp = jnp.broadcast_to(d_bias, t.shape) if dp is None else dp + d_bias
 
-    gate_axis = -3 if layout.transposed else -2
-    sel_shape = (4, 1, 1) if layout.transposed else (4, 1)
-    sel_c = jnp.array([1.0, 1.0, 1.0, 0.0], t.dtype).reshape(sel_shape)
-    sel_h = jnp.array([0.0, 0.0, 0.0, 1.0], t.dtype).reshape(sel_shape)
-
     def step(carry, inputs):
         dh, dc = carry
-        dp_t, t_t, c_n, c_p, m_t = inputs
+        dp_t, i, f, g, o, c_n, c_p, m_t = inputs
         # What the step's tangent multiplies by: dc_t = sum of coef_{i,f,g} * dz_{i,f,g}
-        # + f dc_{t-1}, dh_t = coef_o * dz_o + od dc_t. The step is a checkpoint, so its
-        # transpose recomputes these in the backward loop instead of storing them.
-        i, f, g, o = layout.gates(t_t, units)
-        a_i, a_f, a_g, a_o = _split(layout, 1.0 - t_t * t_t, units)
+        # + f dc_{t-1}, dh_t = coef_o * dz_o + od dc_t, with d(sigmoid gate)/dz =
+        # 2 s (1 - s) (z folded: halved) and d(g)/dz = 1 - g^2. From the gates as
+        # separate (B, H) arrays (shared with the cell-state loop), not the (B, 4H)
+        # gate array: the transposed loop then reads contiguous blocks. The step is a
+        # checkpoint, so its transpose recomputes these in the backward loop instead
+        # of storing them.
         tc = jnp.tanh(c_n)
-        coef = layout.concat([0.5 * a_i * g, 0.5 * a_f * c_p, a_g * i, 0.5 * a_o * tc])
         od = o * (1.0 - tc * tc)
         dh_in = dh if recurrent_mask is None else dh * recurrent_mask
         dz = layout.recurrent_product(dh_in, recurrent)
         if dp_t is not None:
             dz = dz + dp_t
-        # Weighted sums over the gate axis rather than slices: their transposes are
-        # broadcasts that fuse, where a slice's transpose is a pad per gate block.
-        e = _gate_axis(layout, coef * dz, units)
-        dc_new = jnp.sum(e * sel_c, axis=gate_axis) + f * dc
-        dh_new = jnp.sum(e * sel_h, axis=gate_axis) + od * dc_new
+        # The gate blocks by ``split``, whose transpose is one concatenation of the
+        # blocks' cotangents (each formed elementwise from its own coefficients): the
+        # transposed step builds the gate gradient in one pass, as fused_vjp does.
+        # (A slice's transpose is a pad per block; a product with the whole
+        # coefficient array costs one more pass over the (B, 4H) gate array.)
+        dz_i, dz_f, dz_g, dz_o = jnp.split(dz, 4, axis=-2 if layout.transposed else -1)
+        coef_i = 2.0 * i * (1.0 - i) * g
+        coef_f = 2.0 * f * (1.0 - f) * c_p
+        coef_g = i * (1.0 - g * g)
+        coef_o = 2.0 * o * (1.0 - o) * tc
+        dc_new = coef_i * dz_i + coef_f * dz_f + coef_g * dz_g + f * dc
+        dh_new = coef_o * dz_o + od * dc_new
         if m_t is None:
             return (dh_new, dc_new), dh_new
         keep = layout.keep(m_t)
@@ -331,7 +324,7 @@ def _chunk_tangent(weights, d_weights, recurrent_mask, zero_output, layout, unit
         return (jnp.where(keep, dh_new, dh), jnp.where(keep, dc_new, dc)), dy
 
     step = jax.checkpoint(step, prevent_cse=False)
-    return lax.scan(step, carry, (dp, t, c_new, c_prev, m))
+    return lax.scan(step, carry, (dp, i, f, g, o, c_new, c_prev, m))
 
 
 def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent_mask, options):
