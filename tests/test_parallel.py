@@ -118,8 +118,9 @@ def test_data_parallel_with_dropout_draws_the_same_masks():
     _run(2, "12", "5", "8", "fused_vjp", "0.25")
 
 
-def test_data_parallel_composes_with_the_per_layer_multicore_split():
-    """B=128, T=16 on 2 devices: ``auto`` picks ``multicore`` inside the sharded step."""
+def test_data_parallel_with_auto_kernels_at_a_multicore_shape():
+    """B=128, T=16 on 2 devices: ``auto`` would pick ``multicore`` unsharded; inside the
+    sharded step (traced under the mesh) it steps aside and the result is the same."""
     _run(2, "128", "16", "8", "auto", "0.0")
 
 

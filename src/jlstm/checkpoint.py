@@ -42,7 +42,7 @@ import optax
 
 from . import fileio
 from .model import ModelConfig, init_params
-from .train import FitState, TrainConfig, TrainState, make_optimizer
+from .train import FitState, TrainConfig, TrainState, ensemble_size, make_optimizer
 
 __all__ = [
     "Checkpoint",
@@ -73,7 +73,9 @@ class Checkpoint(NamedTuple):
         model_config: the ``ModelConfig``.
         train_config: the ``TrainConfig``.
         state: the ``FitState`` (params, optimizer state, step, key, epoch,
-            early stopping, history), ready for ``fit(..., state=...)``.
+            early stopping, history), ready for ``fit(..., state=...)``; an ensemble's
+            (``config.json`` ``state.members``) has stacked ``train`` and ``best_params``
+            leaves, for ``fit(..., state=..., ensemble=members)``.
         meta: the caller's JSON metadata (``extra_meta`` at save time).
         arrays: the caller's arrays (``extra_arrays`` at save time), ``name -> ndarray``.
     """
@@ -244,6 +246,7 @@ def save_checkpoint(
             "stopped": state.stopped,
             "key_impl": str(jax.random.key_impl(train.key)),
             "history": state.history,
+            "members": ensemble_size(state),
         },
         "meta": extra_meta or {},
         "arrays": manifest,
@@ -346,6 +349,12 @@ def _check_config(config: dict[str, Any]) -> None:
     require(config, "state.best_loss", (float, type(None)), where="config")
     require(config, "state.stopped", bool, where="config")
     require(config, "state.key_impl", str, where="config")
+    if config["state"].get("members") is not None:
+        members = require(config, "state.members", int, where="config")
+        if members < 1:
+            raise CheckpointError(
+                f"checkpoint field 'config.state.members' is {members}, expected >= 1"
+            )
     history = require(config, "state.history", list, where="config")
     for i, row in enumerate(history):
         if not isinstance(row, dict) or not all(
@@ -461,14 +470,24 @@ def load_checkpoint(
         optimizer = make_optimizer(train_config, 1)
     params_template = jax.eval_shape(lambda k: init_params(k, model_config), jax.random.key(0))
     opt_template = jax.eval_shape(optimizer.init, params_template)
+    members = saved.get("members")
+    if members is not None:  # an ensemble: every leaf stacked on a member axis
+
+        def stacked(s):
+            return jax.ShapeDtypeStruct((members, *s.shape), s.dtype)
+
+        params_template, opt_template = jax.tree.map(stacked, (params_template, opt_template))
     params = arrays_to_tree("params", arrays, params_template)
     best = arrays_to_tree("best_params", arrays, params_template)
     opt_state = arrays_to_tree("opt_state", arrays, opt_template)
     for name in ("train/key", "train/step"):
         if name not in arrays:
             raise CheckpointError(f"the checkpoint has no array {name!r}")
-    if arrays["train/step"].shape != () or arrays["train/step"].dtype.kind not in "iu":
-        raise CheckpointError("checkpoint array 'train/step' must be an integer scalar")
+    step_shape = () if members is None else (members,)
+    if arrays["train/step"].shape != step_shape or arrays["train/step"].dtype.kind not in "iu":
+        raise CheckpointError(
+            f"checkpoint array 'train/step' must be integers of shape {step_shape}"
+        )
     try:
         key = jax.random.wrap_key_data(arrays["train/key"], impl=saved["key_impl"])
     except (KeyError, TypeError, ValueError) as err:

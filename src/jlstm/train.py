@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import parallel
 from .model import ModelConfig, apply, init_params
 from .optim import OPTIMIZERS as KERAS_OPTIMIZERS
 from .penalties import (
@@ -59,9 +60,11 @@ __all__ = [
     "FitState",
     "TrainConfig",
     "TrainState",
+    "ensemble_size",
     "epoch_order",
     "eval_buckets",
     "fit",
+    "init_ensemble_state",
     "init_fit_state",
     "learning_rate_schedule",
     "make_eval_loss",
@@ -396,6 +399,27 @@ def init_fit_state(
     return FitState(train, 0, params, math.inf, 0, 0, False, ())
 
 
+def init_ensemble_state(
+    config: ModelConfig, optimizer: optax.GradientTransformation, seed: int, members: int
+) -> FitState:
+    """The state before the first epoch of an ensemble of ``members`` (``fit(ensemble=...)``).
+
+    Member ``i`` is ``init_fit_state(config, optimizer, seed + i)``; the ``train`` and
+    ``best_params`` leaves are stacked on a leading member axis (``step`` ``(N,)``,
+    ``key`` ``(N,)`` typed keys). The loop fields stay scalars: an ensemble stops early
+    on its members' mean validation loss.
+    """
+    states = [init_fit_state(config, optimizer, seed + i).train for i in range(members)]
+    train = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    return FitState(train, 0, train.params, math.inf, 0, 0, False, ())
+
+
+def ensemble_size(state: FitState) -> int | None:
+    """The member count of an ensemble's ``FitState`` (``None``: a single model)."""
+    step = jnp.shape(state.train.step)
+    return step[0] if step else None
+
+
 def shuffle_key(seed: int) -> Array:
     """The key of the batch order: epoch ``e`` uses ``permutation(fold_in(key, e), N)``."""
     return jax.random.fold_in(jax.random.key(seed), 0x5EED)
@@ -433,6 +457,8 @@ def fit(
     project: Callable[[ModelParams], ModelParams] | None = None,
     on_epoch_end: Callable[[FitState], None] | None = None,
     progress: Callable[[FitState], None] | bool = False,
+    mesh: jax.sharding.Mesh | None = None,
+    ensemble: int | None = None,
 ) -> FitState:
     """Train ``config`` on windows, validating every epoch, with early stopping.
 
@@ -454,6 +480,23 @@ def fit(
         progress: called with the ``FitState`` after every epoch (e.g.
             ``jlstm.experiment.Progress``); ``True`` prints one line per epoch to
             stderr; ``False`` (default) nothing.
+        mesh: data parallelism (``jlstm.parallel.data_mesh``): every batch is split
+            over the mesh's ``"data"`` axis (padded with weight-0 rows to a multiple of
+            its devices), the train state is replicated, and XLA all-reduces the
+            gradients inside the epoch program. Every process of a ``jax.distributed``
+            job calls ``fit`` with the same data and seed; each gathers its devices'
+            rows of every global batch from its copy of the windows, and all get the
+            same losses (so early stopping agrees). The result is the one-device run's
+            to float tolerance. The states ``fit`` returns and passes to the callbacks
+            hold this process's local copies (``jlstm.parallel.local_copy``).
+        ensemble: train this many members at once (``jax.vmap`` of the epoch program):
+            member ``i`` is the run with seed ``cfg.seed + i`` (its own initial
+            weights, batch order and dropout) and the state's ``train`` and
+            ``best_params`` leaves gain a leading member axis
+            (``init_ensemble_state``). The history records the members' mean losses,
+            early stopping and the best epoch follow the mean validation loss. With a
+            ``mesh`` the members are split over its devices when they divide the member
+            count (one process), else every device runs every member.
 
     Returns:
         The final ``FitState``; ``.params`` are the best validation weights
@@ -464,18 +507,33 @@ def fit(
     """
     # Under float64 without jax_enable_x64 JAX holds float32: ask it which dtype it will use.
     dtype = jnp.zeros((), config.param_dtype).dtype
+    members = None if ensemble is None else check_int("ensemble", ensemble, 1, 4096)
+    if state is not None and ensemble_size(state) != members:
+        raise ValueError(
+            f"the state holds {ensemble_size(state) or 'a single model'} member(s) but "
+            f"ensemble={ensemble!r}: continue a run with its own ensemble size"
+        )
     x_train, y_train = _to_host(train_data, config, "train", dtype)
     n = len(x_train)
     if n == 0:
         raise ValueError("no training windows: the training split is shorter than one window")
-    x_train, y_train = jax.device_put((x_train, y_train))  # once, for the whole run
+    whole = state_sharding = None
+    if mesh is not None:
+        whole = parallel.replicated_sharding(mesh)
+        state_sharding = whole
+        if members is not None and members % mesh.devices.size == 0 and whole.is_fully_addressable:
+            state_sharding = parallel.batch_sharding(mesh)  # members split, no communication
+    # Once, for the whole run.
+    x_train, y_train = _put((x_train, y_train), whole)
     val_chunks = None
     if val_data is not None:
         x_val, y_val = _to_host(val_data, config, "validation", dtype)
         if len(x_val):
-            val_chunks = _eval_chunks(x_val, y_val)
+            val_chunks = _eval_chunks(x_val, y_val, whole)
     batch = min(cfg.batch_size, n)
     steps_per_epoch = -(-n // batch)
+    split = mesh is not None and members is None
+    rows = parallel.padded_batch_size(batch, mesh) if split else batch
     # Fields that do not change the compiled programs are normalised so that runs differing
     # only in them (another seed, another patience) share them.
     shape = dataclasses.replace(
@@ -486,17 +544,28 @@ def fit(
         restore_best=True,
         epochs=cfg.epochs if cfg.schedule != "constant" else 1,
     )
-    optimizer, run_epoch, eval_fn = _programs(
-        config, shape, steps_per_epoch, batch, penalty, project
-    )
+    layout = None
+    if (rows, members, state_sharding) != (batch, None, None):
+        layout = _Layout(rows, members, mesh if split else None, state_sharding)
+    # A one-device run passes no layout: its cached programs are the ones callers look up.
+    args = (config, shape, steps_per_epoch, batch, penalty, project)
+    optimizer, run_epoch, eval_fn = _programs(*args, *([layout] if layout else []))
     if state is None:
-        state = init_fit_state(config, optimizer, cfg.seed)
+        if members is None:
+            state = init_fit_state(config, optimizer, cfg.seed)
+        else:
+            state = init_ensemble_state(config, optimizer, cfg.seed, members)
     if progress is True:
         progress = _print_epoch
-    order_key = shuffle_key(cfg.seed)
+    if members is None:
+        order_key = shuffle_key(cfg.seed)
+    else:
+        order_key = jnp.stack([shuffle_key(cfg.seed + i) for i in range(members)])
+    order_key = _put(order_key, state_sharding)
     first = state.epoch
 
     train, epoch, best_params, best_loss, best_epoch, bad, stopped, history = state
+    train = _put(train, state_sharding)
     history = list(history)
     while epoch < cfg.epochs and not stopped:
         started = time.perf_counter()
@@ -508,10 +577,12 @@ def fit(
             parts = [eval_fn(train.params, chunk) for chunk in val_chunks]
             val_sum = sum(p[0] for p in parts)
             val_count = sum(p[1] for p in parts)
-        # One transfer per epoch.
-        loss_sum, lr, val_sum, val_count = jax.device_get((loss_sum, lr, val_sum, val_count))
-        train_loss = float(loss_sum) / n
-        val_loss = None if val_sum is None else float(val_sum) / float(val_count)
+        # One transfer per epoch (the values are replicated: this process's copy).
+        loss_sum, lr, val_sum, val_count = jax.device_get(
+            parallel.local_copy((loss_sum, lr, val_sum, val_count))
+        )
+        train_loss = float(np.mean(loss_sum)) / n
+        val_loss = None if val_sum is None else float(np.mean(val_sum / val_count))
         monitored = train_loss if val_loss is None else val_loss
         epoch += 1
         if not math.isfinite(monitored):
@@ -520,7 +591,8 @@ def fit(
                 "or set a gradient clip norm"
             )
         if monitored < best_loss - cfg.min_delta:
-            best_params, best_loss, best_epoch, bad = _copy(train.params), monitored, epoch, 0
+            best = parallel.local_copy(_copy(train.params))
+            best_params, best_loss, best_epoch, bad = best, monitored, epoch, 0
         else:
             bad += 1
         stopped = cfg.patience is not None and bad >= cfg.patience
@@ -529,13 +601,20 @@ def fit(
                 "epoch": epoch,
                 "loss": train_loss,
                 "val_loss": val_loss,
-                "lr": float(lr),
+                "lr": float(np.ravel(lr)[0]),
                 "seconds": time.perf_counter() - started,
             }
         )
         # A snapshot: callers may keep states (checkpoints), so the history is copied.
         state = FitState(
-            train, epoch, best_params, best_loss, best_epoch, bad, stopped, tuple(history)
+            parallel.local_copy(train),
+            epoch,
+            best_params,
+            best_loss,
+            best_epoch,
+            bad,
+            stopped,
+            tuple(history),
         )
         if progress:
             progress(state)
@@ -546,45 +625,115 @@ def fit(
     return state
 
 
-def _eval_chunks(x: np.ndarray, y: np.ndarray) -> list[Batch]:
+def _put(tree, sharding):
+    """``tree`` on the default device (``sharding`` ``None``) or placed with ``sharding``."""
+    if sharding is None:
+        return jax.device_put(tree)
+    return parallel.place(tree, sharding)
+
+
+def _eval_chunks(x: np.ndarray, y: np.ndarray, sharding=None) -> list[Batch]:
     """The validation windows as padded ``Batch``es of ``EVAL_BUCKETS`` sizes, on the device."""
     chunks = []
     for start, stop, size in eval_buckets(len(x)):
         w = (np.arange(size) < stop - start).astype(x.dtype)
         chunk = Batch(pad_rows(x[start:stop], size), pad_rows(y[start:stop], size), w)
-        chunks.append(jax.device_put(chunk))
+        chunks.append(_put(chunk, sharding))
     return chunks
+
+
+class _Layout(NamedTuple):
+    """How a run is spread: ``rows`` per step (``batch`` real ones, the rest weight 0, a
+    multiple of ``mesh``'s devices), ``members`` of an ensemble, the ``mesh`` each batch
+    is split over (``None``: not split) and the train state's sharding."""
+
+    rows: int
+    members: int | None
+    mesh: Any
+    state_sharding: Any
 
 
 @functools.lru_cache(maxsize=8)
 def _programs(
-    config: ModelConfig, cfg: TrainConfig, steps_per_epoch: int, batch: int, penalty, project
+    config: ModelConfig,
+    cfg: TrainConfig,
+    steps_per_epoch: int,
+    batch: int,
+    penalty,
+    project,
+    layout: _Layout | None = None,
 ):
-    """The optimizer and the jitted epoch and eval functions of a run (cached)."""
+    """The optimizer and the jitted epoch and eval functions of a run (cached).
+
+    ``layout`` ``None``: one device, one model. Otherwise every gathered batch is padded
+    to ``layout.rows`` and, with a mesh, constrained to be split over its ``"data"``
+    axis; with ``members`` the epoch and the evaluation are vmapped over the stacked
+    states.
+    """
+    rows, members, mesh, state_sharding = layout or _Layout(batch, None, None, None)
     optimizer = make_optimizer(cfg, steps_per_epoch)
     step = make_step(config, optimizer, loss=cfg.loss, penalty=penalty, project=project)
     lr_at = learning_rate_schedule(cfg, steps_per_epoch)
     dtype = jnp.dtype(config.param_dtype)
+    split = None if mesh is None else parallel.batch_sharding(mesh)
 
-    @functools.partial(jax.jit, donate_argnums=0)
-    def run_epoch(state: TrainState, x, y, order_key, epoch):
+    def one_epoch(state: TrainState, x, y, order_key, epoch):
         """One epoch: shuffle on the device, gather equal batches, scan the step over them."""
         n = x.shape[0]
         total = steps_per_epoch * batch
         # Keras' fit(shuffle=False): the windows in order, the last batch partial.
         order = epoch_order(order_key, epoch, n) if cfg.shuffle else jnp.arange(n)
-        # The last batch is padded with row 0 at weight 0.
+        # The last batch is padded with row 0 at weight 0; so is every batch to `rows`.
         idx = jnp.zeros((total,), order.dtype).at[:n].set(order).reshape(steps_per_epoch, batch)
         w = (jnp.arange(total) < n).astype(dtype).reshape(steps_per_epoch, batch)
+        if rows > batch:
+            idx = jnp.pad(idx, ((0, 0), (0, rows - batch)))
+            w = jnp.pad(w, ((0, 0), (0, rows - batch)))
 
         def body(state, i):
-            return step(state, Batch(x[idx[i]], y[idx[i]], w[i]))
+            chunk = Batch(x[idx[i]], y[idx[i]], w[i])
+            if split is not None:
+                chunk = jax.lax.with_sharding_constraint(chunk, split)
+            return step(state, chunk)
 
         state, losses = jax.lax.scan(body, state, jnp.arange(steps_per_epoch))
         real = jnp.sum(w, axis=1)
         return state, jnp.sum(losses * real), lr_at(state.step - 1)
 
-    return optimizer, run_epoch, make_eval_loss(config, loss=cfg.loss)
+    evaluate = make_eval_loss(config, loss=cfg.loss)
+    if members is not None:
+        one_epoch = jax.vmap(one_epoch, in_axes=(0, None, None, 0, None))
+        evaluate = jax.jit(jax.vmap(evaluate, in_axes=(0, None)))
+    if state_sharding is None:
+        run_epoch = jax.jit(one_epoch, donate_argnums=0)
+    else:
+        whole = parallel.replicated_sharding(state_sharding.mesh)
+        run_epoch = jax.jit(
+            one_epoch,
+            donate_argnums=0,
+            out_shardings=(
+                state_sharding,
+                state_sharding if members else whole,
+                state_sharding if members else whole,
+            ),
+        )
+        # Traced under the mesh (training and evaluation): the layers see a partitioned
+        # program, so the per-layer ``multicore`` split steps aside and no kernel merges
+        # the sharded batch axis.
+        run_epoch = _under_mesh(run_epoch, state_sharding.mesh)
+        evaluate = _under_mesh(evaluate, state_sharding.mesh)
+    return optimizer, run_epoch, evaluate
+
+
+def _under_mesh(jitted, mesh):
+    """``jitted`` called inside ``jax.set_mesh(mesh)``; ``.jitted`` is the jitted function."""
+
+    def run(*args):
+        with jax.set_mesh(mesh):
+            return jitted(*args)
+
+    run.jitted = jitted
+    return run
 
 
 def _to_host(data, config: ModelConfig, name: str, dtype) -> tuple[np.ndarray, np.ndarray]:

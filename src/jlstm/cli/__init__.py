@@ -113,6 +113,40 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dataset", metavar="NAME", help="use this built-in dataset instead")
 
 
+def _scale_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "devices and processes (how the run is spread; the results do not depend on it "
+        "beyond float rounding)"
+    )
+    group.add_argument(
+        "--devices",
+        type=_positive("--devices"),
+        metavar="N",
+        help="CPU cores to expose as JAX devices and train on, the batch split over them "
+        "(default: every core exposed; the batch is split only when each core gets >= 2048 "
+        "row-steps (batch / cores x --steps), an ensemble's members over the most cores that "
+        "divide their count)",
+    )
+    group.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="join a multi-process run (jax.distributed): process 0's address; every process "
+        "runs the same command with its own --process-id; only process 0 writes --out",
+    )
+    group.add_argument(
+        "--num-processes",
+        type=_positive("--num-processes"),
+        metavar="N",
+        help="processes in the run",
+    )
+    group.add_argument(
+        "--process-id",
+        type=_positive("--process-id", 0),
+        metavar="I",
+        help="this process's index, 0..N-1",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="jlstm",
@@ -151,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-plot", dest="plot", action="store_false", help="do not write forecast.png"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _scale_arguments(train)
     add_options(train)
     train.set_defaults(func=commands.train)
 

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from .. import fileio
+from .. import fileio, parallel
 from ..checkpoint import CheckpointError
 from ..data import DEFAULT_DATASET, list_datasets
 from ..experiment import (
@@ -40,7 +40,27 @@ def _title(report, split: str) -> str:
     )
 
 
+def _start_devices(args: argparse.Namespace) -> None:
+    """Join the processes and expose the cores, before any JAX work (JAX's rule)."""
+    distributed = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in distributed):
+        if any(v is None for v in distributed):
+            raise UsageError(
+                "--coordinator, --num-processes and --process-id go together: give all three"
+            )
+        try:
+            parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    try:
+        parallel.use_devices(args.devices)
+    except RuntimeError as err:  # JAX already running (main() called in a live process)
+        if args.devices is not None:
+            raise UsageError(str(err)) from None
+
+
 def train(args: argparse.Namespace) -> int:
+    _start_devices(args)
     given = given_settings(args, note=lambda message: print(message, file=sys.stderr))
     settings = None if args.resume else Settings.resolve(given)
     result = run_training(
@@ -51,13 +71,15 @@ def train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         plot=args.plot,
         log=_say,
+        mesh="auto" if args.devices is None else args.devices,
     )
     season = result.experiment.season
     print(score_table(_title(result.report, "test"), result.scores["test"], season))
     print(verdict(result.scores["test"], season))
     for note in result.notes:
         print(note)
-    print(f"wrote {result.out}{os.sep}: {' '.join(result.files)}")
+    if result.files:
+        print(f"wrote {result.out}{os.sep}: {' '.join(result.files)}")
     return 0
 
 

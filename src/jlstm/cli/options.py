@@ -230,6 +230,13 @@ OPTIONS = (
         boolean=True,
     ),
     Option("checkpoint_every", parse_int, "save the checkpoint every N epochs (default 10)", "N"),
+    Option(
+        "ensemble",
+        parse_int,
+        "train N members (seeds seed..seed+N-1) in one compiled step; the forecast is their "
+        "mean, with a spread (default 1)",
+        "N",
+    ),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 assert set(BY_NAME) == set(Settings.names()), "every setting has a flag"

@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, TextIO
 
+import jax
 import numpy as np
 
-from .. import checkpoint, fileio, metrics
+from .. import checkpoint, fileio, metrics, parallel
 from ..data import (
     DataError,
     Pipeline,
@@ -30,6 +31,7 @@ from ..data import (
     season_from_dates,
     window_targets,
 )
+from ..ensemble import member
 from ..forecast import one_step, recursive
 from ..model import ModelConfig
 from ..train import FitState, TrainConfig, check_int, fit
@@ -141,22 +143,83 @@ class Experiment(NamedTuple):
             settings.train_config(),
         )
 
+    @property
+    def members(self) -> int | None:
+        """The ensemble's member count (``settings.ensemble``), ``None`` for one model."""
+        return self.settings.ensemble if self.settings.ensemble > 1 else None
+
     def fit(self, **kwargs) -> FitState:
-        """``jlstm.train.fit`` on the training and validation windows."""
+        """``jlstm.train.fit`` on the training and validation windows (an ensemble's too).
+
+        ``kwargs`` go to ``fit`` (``mesh=``, ``on_epoch_end=``, ...).
+        """
         w = self.windows
         return fit(
             self.model_config,
             (w["train"].x, w["train"].y),
             (w["val"].x, w["val"].y),
             self.train_config,
+            ensemble=self.members,
             **kwargs,
         )
 
+    def member_params(self, params) -> list:
+        """Each member's weights of an ensemble's stacked ``params`` (``[params]`` if none)."""
+        if self.members is None:
+            return [params]
+        return [member(params, i) for i in range(self.members)]
+
     def evaluate(self, params) -> dict[str, tuple[np.ndarray, dict, dict]]:
-        """``{"val", "test"}``: ``(actual, forecasts, scores)`` of the model and baselines."""
+        """``{"val", "test"}``: ``(actual, forecasts, scores)`` of the model and baselines.
+
+        An ensemble's ``"model"`` forecast is the mean of its members' forecasts.
+        """
         return _evaluate_splits(
-            params, self.model_config, self.pipeline, self.series, self.windows, self.season
+            self.member_params(params),
+            self.model_config,
+            self.pipeline,
+            self.series,
+            self.windows,
+            self.season,
         )
+
+    def member_scores(self, params) -> dict[str, Any]:
+        """An ensemble's members, each on its own: ``{"seeds", "val", "test", "spread"}``.
+
+        ``val`` and ``test`` list each member's metrics; ``spread`` holds, per split and
+        metric, their standard deviation across members (``ddof=1``).
+        """
+        seeds = [self.train_config.seed + i for i in range(self.members or 1)]
+        out: dict[str, Any] = {"seeds": seeds}
+        for name, result in self.evaluate_members(params).items():
+            out[name] = result
+        out["spread"] = {
+            split: {
+                m: float(np.std([row[m] for row in out[split]], ddof=1)) if len(seeds) > 1 else 0.0
+                for m in out[split][0]
+            }
+            for split in ("val", "test")
+        }
+        return out
+
+    def evaluate_members(self, params) -> dict[str, list[dict[str, float]]]:
+        """``{"val", "test"}``: each member's metrics (its own forecast, no averaging)."""
+        train_rows = self.pipeline.bounds_for(self.series, self.pipeline.config).train
+        y_train = self.series.values[:train_rows]
+        out = {}
+        for split in ("val", "test"):
+            windows = self.windows[split]
+            actual = window_targets(self.series, windows.origin, self.pipeline.config.horizon)
+            out[split] = [
+                metrics.evaluate(
+                    actual,
+                    one_step(p, self.model_config, self.pipeline, windows),
+                    y_train,
+                    self.season,
+                )
+                for p in self.member_params(params)
+            ]
+        return out
 
 
 def _default_season(settings: Settings, series: Series) -> int:
@@ -175,11 +238,12 @@ def _check_season(season: int, windows) -> None:
         )
 
 
-def _evaluate_split(params, model_config, pipeline, series, windows, season, train_rows):
+def _evaluate_split(members, model_config, pipeline, series, windows, season, train_rows):
     horizon = pipeline.config.horizon
     actual = window_targets(series, windows.origin, horizon)
+    each = [one_step(p, model_config, pipeline, windows) for p in members]
     forecasts = {
-        "model": one_step(params, model_config, pipeline, windows),
+        "model": each[0] if len(each) == 1 else np.mean(each, axis=0),
         "naive": metrics.naive_forecast(series.values, windows.origin, horizon),
         "seasonal_naive": metrics.seasonal_naive_forecast(
             series.values, windows.origin, horizon, season
@@ -201,11 +265,11 @@ def _evaluate_split(params, model_config, pipeline, series, windows, season, tra
     return actual, forecasts, scores
 
 
-def _evaluate_splits(params, model_config, pipeline, series, windows, season):
+def _evaluate_splits(members, model_config, pipeline, series, windows, season):
     train_rows = pipeline.bounds_for(series, pipeline.config).train
     return {
         name: _evaluate_split(
-            params, model_config, pipeline, series, windows[name], season, train_rows
+            members, model_config, pipeline, series, windows[name], season, train_rows
         )
         for name in ("val", "test")
     }
@@ -378,6 +442,7 @@ def run_training(
     progress: bool | Callable[[FitState], None] = False,
     plot: bool = True,
     log: Callable[[str], None] | None = None,
+    mesh: jax.sharding.Mesh | int | str | None = None,
 ) -> TrainingResult:
     """Train, checkpoint, evaluate and write a run directory.
 
@@ -389,12 +454,24 @@ def run_training(
         progress: show a progress bar on stderr (``True``) or call this per epoch.
         plot: write ``forecast.png``.
         log: called with one-line messages (the run's summary before training).
+        mesh: train data-parallel on this mesh (``fit(mesh=...)``); ``None``: one
+            device; ``"auto"``: ``jlstm.parallel.auto_mesh``'s rule for the run's batch
+            size and ensemble (what ``jlstm train`` does); an int ``n``: that rule with
+            ``n`` devices (``jlstm train --devices n``).
+
+    In a ``jax.distributed`` job every process calls this with the same arguments and
+    trains its share; only process 0 checks, locks and writes ``out`` (checkpoints,
+    reports), the others write nothing and wait for it at a barrier before training
+    and after every checkpoint. ``--resume`` needs ``out`` readable by every process
+    (a shared file system) and the same process count.
 
     The directory is locked (``fileio.DirLock``) while the run lives; its writability
     is checked before training. On SIGINT (or SIGTERM mapped to ``KeyboardInterrupt``)
     the last completed epoch is checkpointed and ``TrainingInterrupted`` raised.
     """
     say = log or (lambda message: None)
+    if jax.process_index() != 0:
+        return _train_follower(settings, out, resume, given, mesh, say)
     resumed = None
     if resume:
         if not out:
@@ -416,10 +493,68 @@ def run_training(
 
     # Every input is checked: from here on the run writes into `out`.
     with run_directory(out, resume=resumed is not None) as created:
-        return _train_locked(exp, out, resumed, created, progress, plot, say)
+        _barrier("jlstm start")  # the other processes read the checkpoint after recovery
+        return _train_locked(exp, out, resumed, created, progress, plot, say, mesh)
 
 
-def _train_locked(exp, out, resumed, created, progress, plot, say) -> TrainingResult:
+def _barrier(name: str) -> None:
+    """Wait for every process of a ``jax.distributed`` job (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _checkpoint_due(state: FitState, settings: Settings, train_config: TrainConfig) -> bool:
+    finished = state.stopped or state.epoch == train_config.epochs
+    return finished or state.epoch % settings.checkpoint_every == 0
+
+
+def _mesh(mesh, exp: Experiment):
+    if mesh is None or isinstance(mesh, jax.sharding.Mesh):
+        return mesh
+    devices = None if mesh == "auto" else mesh
+    if devices is not None and (not isinstance(devices, int) or devices < 1):
+        raise SettingsError(
+            "devices", f"mesh must be a Mesh, 'auto' or a device count, got {mesh!r}"
+        )
+    return parallel.auto_mesh(
+        exp.settings.batch_size, exp.settings.steps, ensemble=exp.members, devices=devices
+    )
+
+
+def _train_follower(settings, out, resume, given, mesh, say) -> TrainingResult:
+    """Process ``i > 0`` of a multi-process run: train its share, write nothing."""
+    _barrier("jlstm start")  # process 0 has checked `out` (and recovered its checkpoint)
+    resumed = None
+    if resume:
+        if not out:
+            raise SettingsError("out", "--resume needs --out DIR: the run directory to continue")
+        resumed, settings = _resume_settings(out, given)
+        exp = Experiment.build(
+            settings, pipeline=Pipeline.from_state(resumed.meta["pipeline"], resumed.arrays)
+        )
+    else:
+        exp = Experiment.build(settings if settings is not None else Settings())
+
+    def on_epoch_end(state: FitState) -> None:
+        if _checkpoint_due(state, exp.settings, exp.train_config):
+            _barrier(f"jlstm checkpoint {state.epoch}")
+
+    mesh = _mesh(mesh, exp)
+    rank, count = jax.process_index(), jax.process_count()
+    say(f"jlstm train: process {rank} of {count}; process 0 writes the run")
+    state = exp.fit(
+        state=None if resumed is None else resumed.state, on_epoch_end=on_epoch_end, mesh=mesh
+    )
+    scores = {name: result[2] for name, result in exp.evaluate(state.params).items()}
+    note = f"process {rank} of {count}: nothing written here (process 0 writes {out or 'the run'})"
+    report = metrics_report(exp, scores, {"epochs": state.epoch, "seed": exp.train_config.seed})
+    return TrainingResult(out or "", exp, state, scores, report, [], [note])
+
+
+def _train_locked(exp, out, resumed, created, progress, plot, say, mesh) -> TrainingResult:
+    mesh = _mesh(mesh, exp)
     settings, pipeline, windows = exp.settings, exp.pipeline, exp.windows
     model_config, train_config = exp.model_config, exp.train_config
     ckpt = os.path.join(out, "checkpoint")
@@ -445,9 +580,9 @@ def _train_locked(exp, out, resumed, created, progress, plot, say) -> TrainingRe
 
     def on_epoch_end(state: FitState) -> None:
         saved["last"] = state
-        finished = state.stopped or state.epoch == train_config.epochs
-        if finished or state.epoch % settings.checkpoint_every == 0:
-            save(state, finished)
+        if _checkpoint_due(state, settings, train_config):
+            save(state, state.stopped or state.epoch == train_config.epochs)
+            _barrier(f"jlstm checkpoint {state.epoch}")
 
     source = settings.dataset or settings.data
     counts = "/".join(str(len(windows[s].x)) for s in ("train", "val", "test"))
@@ -458,7 +593,9 @@ def _train_locked(exp, out, resumed, created, progress, plot, say) -> TrainingRe
         f"{features.horizon}, preprocessing: {', '.join(prep) or 'none'} + {features.scaler} "
         f"scaler; model {model_config.input_size} -> "
         f"{' -> '.join(map(str, model_config.layer_sizes))} -> {model_config.output_size}; "
-        f"seed {train_config.seed}; output {out}"
+        f"seed {train_config.seed}"
+        + (f", {exp.members} members" if exp.members else "")
+        + f"; {1 if mesh is None else mesh.size} device(s); output {out}"
     )
     bar = None
     if progress is True:
@@ -470,6 +607,7 @@ def _train_locked(exp, out, resumed, created, progress, plot, say) -> TrainingRe
             state=None if resumed is None else resumed.state,
             on_epoch_end=on_epoch_end,
             progress=progress or False,
+            mesh=mesh,
         )
     except KeyboardInterrupt:
         if bar is not None:
@@ -500,10 +638,11 @@ def _train_locked(exp, out, resumed, created, progress, plot, say) -> TrainingRe
         )
     if state.epoch > saved["epoch"]:  # resumed a finished run: nothing new to save
         save(state, True)
-    return _report_training(exp, out, state, time.perf_counter() - started, plot)
+    seconds = time.perf_counter() - started
+    return _report_training(exp, out, state, seconds, plot, 1 if mesh is None else mesh.size)
 
 
-def _report_training(exp, out, state, seconds, plot) -> TrainingResult:
+def _report_training(exp, out, state, seconds, plot, mesh_devices: int) -> TrainingResult:
     results = exp.evaluate(state.params)
     scores = {name: result[2] for name, result in results.items()}
     report = metrics_report(
@@ -514,8 +653,11 @@ def _report_training(exp, out, state, seconds, plot) -> TrainingResult:
             "best_epoch": state.best_epoch,
             "seed": exp.train_config.seed,
             "train_seconds": round(seconds, 3),
+            "devices": {**parallel.device_summary(), "mesh_devices": mesh_devices},
         },
     )
+    if exp.members is not None:
+        report["members"] = exp.member_scores(state.params)
     write_history(out, state.history)
     write_metrics(os.path.join(out, "metrics.json"), report)
     actual, forecasts, _ = results["test"]
@@ -544,10 +686,26 @@ def _future(params, exp: Experiment) -> np.ndarray | None:
     if exp.pipeline.covariate_names:
         n = exp.pipeline.config.horizon
     try:
-        values = recursive(params, exp.model_config, exp.pipeline, exp.series, n)
+        values, _ = _recursive_mean(params, exp, n)
     except DataError:
         return None
     return values if np.all(np.isfinite(values)) else None
+
+
+def _recursive_mean(params, exp: Experiment, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ``(n, K)`` recursive forecast and, for an ensemble, its ``(n, K)`` spread.
+
+    Each member forecasts recursively from its own outputs; the forecast is their mean
+    and the spread their standard deviation per step (``ensemble.mean_and_spread``).
+    """
+    each = [
+        recursive(p, exp.model_config, exp.pipeline, exp.series, n)
+        for p in exp.member_params(params)
+    ]
+    if len(each) == 1:
+        return each[0], None
+    stacked = np.stack(each)
+    return stacked.mean(axis=0), stacked.std(axis=0, ddof=1)
 
 
 class Evaluation(NamedTuple):
@@ -628,6 +786,8 @@ def evaluate_run(run: str, *, data: str | None = None, dataset: str | None = Non
             "source": exp.series.source,
         },
     )
+    if exp.members is not None:
+        report["members"] = exp.member_scores(ckpt.state.params)
     return Evaluation(exp, scores, report)
 
 
@@ -636,8 +796,10 @@ class Prediction(NamedTuple):
 
     Attributes:
         labels: the ``n`` dates (in the input's date style) or step numbers, as text.
-        values: ``(n, K)`` float64 forecasts in original units.
+        values: ``(n, K)`` float64 forecasts in original units (an ensemble's mean).
         names: the ``K`` target names.
+        spread: an ensemble's ``(n, K)`` spread across members per step (standard
+            deviation, ``ddof=1``; a ``<name>_spread`` column of the CSV), else ``None``.
         csv: the forecasts as CSV text, numbers rounded to the input's decimals.
     """
 
@@ -645,6 +807,7 @@ class Prediction(NamedTuple):
     values: np.ndarray
     names: tuple[str, ...]
     csv: str
+    spread: np.ndarray | None = None
 
 
 def predict_run(
@@ -661,7 +824,7 @@ def predict_run(
     except ValueError as err:
         raise DataError(str(err)) from None
     ckpt, exp = load_run(run, data=data, dataset=dataset)
-    values = recursive(ckpt.state.params, exp.model_config, exp.pipeline, exp.series, n)
+    values, spread = _recursive_mean(ckpt.state.params, exp, n)
     if not np.all(np.isfinite(values)):
         raise NonFiniteError(
             f"{int(np.sum(~np.isfinite(values)))} of the {values.size} forecasts are not finite "
@@ -672,7 +835,10 @@ def predict_run(
     labels = style.dates(dates) if dates is not None else [str(i + 1) for i in range(n)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["date" if dates is not None else "step", *exp.series.target_names])
-    for label, row in zip(labels, values, strict=True):
-        writer.writerow([label, *(style.number(v) for v in row)])
-    return Prediction(labels, values, exp.series.target_names, out.getvalue())
+    names = exp.series.target_names
+    spread_names = [] if spread is None else [f"{name}_spread" for name in names]
+    writer.writerow(["date" if dates is not None else "step", *names, *spread_names])
+    for i, (label, row) in enumerate(zip(labels, values, strict=True)):
+        extra = [] if spread is None else [style.number(v) for v in spread[i]]
+        writer.writerow([label, *(style.number(v) for v in row), *extra])
+    return Prediction(labels, values, names, out.getvalue(), spread)

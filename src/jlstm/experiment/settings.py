@@ -23,8 +23,10 @@ from ..validation import check_int
 __all__ = ["GROUPS", "Settings", "SettingsError", "check_setting"]
 
 GROUPS = ("data", "features", "model", "train")
+# Members of an ensemble run (``--ensemble``): all of them train in one program.
+MAX_MEMBERS = 1024
 # Settings added after runs were first saved: a stored run without them takes the default.
-_ADDED = frozenset({"shuffle"})
+_ADDED = frozenset({"shuffle", "ensemble"})
 
 
 def _in(group: str, default: Any):
@@ -86,6 +88,7 @@ class Settings:
     seed: int = _in("train", 0)
     shuffle: bool = _in("train", True)
     checkpoint_every: int = _in("train", 10)
+    ensemble: int = _in("train", 1)
 
     def __post_init__(self):
         for name in ("target", "covariates", "calendar", "layers"):
@@ -260,6 +263,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "seed": lambda v: TrainConfig(seed=v),
     "shuffle": lambda v: TrainConfig(shuffle=v),
     "checkpoint_every": lambda v: check_int("checkpoint_every", v, 1, 1_000_000),
+    "ensemble": lambda v: check_int("ensemble", v, 1, MAX_MEMBERS),
 }
 _FIELD = {"lr": "learning_rate", "layers": "units"}
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..types import Array, CellParams, LSTMState
-from .common import masked_update, prepare, project, static_size, unflatten
+from .common import explicitly_sharded, masked_update, prepare, project, static_size, unflatten
 
 __all__ = [
     "BATCH_MAJOR",
@@ -147,6 +147,12 @@ class Layout(NamedTuple):
             if a.shape[-2] == 1:
                 return jnp.sum(a * dz, axis=(0, 2))[None]
             return jnp.einsum("kfb,kgb->fg", a, dz)
+        if not jax.sharding.get_abstract_mesh().empty or explicitly_sharded(a):
+            # A program traced under a mesh (``fit(mesh=...)``) may split the batch axis:
+            # contract over both axes instead of merging them (a merge all-gathers).
+            if a.shape[-1] == 1:
+                return jnp.sum(a * dz, axis=(0, 1))[None]
+            return jnp.einsum("kbf,kbg->fg", a, dz)
         rows = dz.shape[0] * dz.shape[1]
         a2, dz2 = a.reshape(rows, a.shape[-1]), dz.reshape(rows, dz.shape[-1])
         if a.shape[-1] == 1:
