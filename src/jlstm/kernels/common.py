@@ -68,6 +68,15 @@ def explicitly_sharded(a) -> bool:
     return any(s is not None for s in spec)
 
 
+def batch_may_be_split(a) -> bool:
+    """Whether XLA may partition ``a``'s batch axis, so a reshape merging it with another
+    axis would all-gather: ``a`` is explicitly sharded, or the program is traced under a
+    mesh (``jax.set_mesh``, as ``fit(mesh=...)`` does) with an axis that is not manual.
+    Inside ``shard_map`` every axis is manual and the body sees its own shard only."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return explicitly_sharded(a) or not (mesh.empty or mesh.are_all_axes_manual)
+
+
 def is_standard(activation, recurrent_activation) -> bool:
     """Whether the activations are ``tanh`` and ``sigmoid`` (by name or as the functions)."""
     try:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..types import Array, CellParams, LSTMState
-from .common import explicitly_sharded, masked_update, prepare, project, static_size, unflatten
+from .common import batch_may_be_split, masked_update, prepare, project, static_size, unflatten
 
 __all__ = [
     "BATCH_MAJOR",
@@ -147,7 +147,7 @@ class Layout(NamedTuple):
             if a.shape[-2] == 1:
                 return jnp.sum(a * dz, axis=(0, 2))[None]
             return jnp.einsum("kfb,kgb->fg", a, dz)
-        if not jax.sharding.get_abstract_mesh().empty or explicitly_sharded(a):
+        if batch_may_be_split(a):
             # A program traced under a mesh (``fit(mesh=...)``) may split the batch axis:
             # contract over both axes instead of merging them (a merge all-gathers).
             if a.shape[-1] == 1:

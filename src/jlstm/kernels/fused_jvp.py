@@ -241,7 +241,7 @@ def _weight_tangent_product(layout: fused.Layout, a: Array, d_weight: Array) -> 
     """
     if layout.transposed:
         return layout.input_product(a, d_weight)
-    if common.explicitly_sharded(a) or not jax.sharding.get_abstract_mesh().empty:
+    if common.batch_may_be_split(a):
         return layout.input_product(a, d_weight)
     rows = a.shape[0] * a.shape[1]
     return (a.reshape(rows, a.shape[-1]) @ d_weight).reshape(*a.shape[:-1], d_weight.shape[-1])
