@@ -8,11 +8,11 @@ compile time reported apart:
 * **compare** (2 CPU devices): the seed model's forward pass and training step with
   the batch split *per layer* (the ``multicore`` mode: a ``shard_map`` around each
   layer's recurrence) against the *whole step* sharded (``jlstm.parallel``: one jit,
-  batch on the ``"data"`` axis, ``fused_vjp`` inside; for the forward pass also one
-  ``shard_map`` around the whole model), and one device unsplit (``fused_vjp``).
+  batch on the ``"data"`` axis, ``fused_jvp`` inside; for the forward pass also one
+  ``shard_map`` around the whole model), and one device unsplit (``fused_jvp``).
 * **scaling**: ``jlstm.parallel.data_parallel`` training steps on 1, 2 and 4 CPU
   devices in one process and on 2 processes on localhost (``jax.distributed``, gloo,
-  one device each); kernels ``auto`` (what a user gets) and ``fused_vjp``.
+  one device each); kernels ``auto`` (what a user gets) and ``fused_jvp``.
 * **ensemble**: N members in one vmapped step (``jlstm.ensemble``) against N
   single-model steps one after another, on one device, and with the members split
   over 2 devices; throughput in member-steps per second.
@@ -93,14 +93,14 @@ def _build_compare(spec: dict) -> dict:
     xs, ys, ws = parallel.shard_batch((x, y, w), mesh)
     opt = optax.adam(1e-3)
     out = {}
-    for name, impl in (("single", "fused_vjp"), ("per_layer", "multicore")):
+    for name, impl in (("single", "fused_jvp"), ("per_layer", "multicore")):
         config = _seed_config(impl)
         params = jlstm.init_params(jax.random.key(0), config)
         fwd = jax.jit(lambda p, x, c=config: jlstm.apply(p, x, c))
         out[f"forward/{name}"] = _compiled(fwd, params, x)
         state = init_fit_state(config, opt, 0).train
         out[f"train/{name}"] = _compiled(make_train_step(config, opt), state, x, y, w)
-    config = _seed_config("fused_vjp")
+    config = _seed_config("fused_jvp")
     params = parallel.replicate(jlstm.init_params(jax.random.key(0), config), mesh)
     fwd = jax.jit(
         lambda p, x: jlstm.apply(p, x, config),
@@ -117,7 +117,7 @@ def _build_compare(spec: dict) -> dict:
         )
     )
     out["forward/whole_shard_map"] = _compiled(whole_map, params, xs)
-    for name, impl in (("whole_step", "fused_vjp"), ("whole_step_auto", "auto")):
+    for name, impl in (("whole_step", "fused_jvp"), ("whole_step_auto", "auto")):
         config = _seed_config(impl)
         step = parallel.data_parallel(make_train_step(config, opt), mesh)
         state = parallel.replicate(init_fit_state(config, opt, 0).train, mesh)
@@ -138,7 +138,7 @@ def _build_scaling(spec: dict) -> dict:
     batch = parallel.global_batch((x[mine], y[mine], w[mine]), mesh)
     opt = optax.adam(1e-3)
     out = {}
-    for impl in ("auto", "fused_vjp"):
+    for impl in ("auto", "fused_jvp"):
         config = _seed_config(impl)
         step = parallel.data_parallel(make_train_step(config, opt), mesh)
         state = parallel.replicate(init_fit_state(config, opt, 0).train, mesh)
