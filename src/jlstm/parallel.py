@@ -36,6 +36,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .validation import check_int
+
 __all__ = [
     "DATA_AXIS",
     "MIN_WORK_PER_DEVICE",
@@ -92,8 +94,7 @@ def use_devices(n: int | None = None) -> int:
     """
     if n is None:
         n = usable_cores()
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"the device count must be a positive integer, got {n!r}")
+    n = check_int("the device count", n)
     try:
         jax.config.update("jax_num_cpu_devices", n)
     except RuntimeError:
@@ -148,10 +149,8 @@ def initialize(
     if not missing:
         if not isinstance(coordinator, str) or ":" not in coordinator:
             raise ValueError(f"coordinator must be 'host:port', got {coordinator!r}")
-        if not isinstance(num_processes, int) or num_processes < 1:
-            raise ValueError(f"num_processes must be a positive integer, got {num_processes!r}")
-        if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
-            raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id!r}")
+        num_processes = check_int("num_processes", num_processes)
+        process_id = check_int("process_id", process_id, 0, num_processes - 1)
     if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
