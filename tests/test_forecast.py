@@ -14,6 +14,8 @@ import jlstm
 from jlstm.data import DataError, FeatureConfig, Pipeline, Series
 from jlstm.forecast import direct, one_step, predict_windows, recursive
 
+from .conftest import count_traces
+
 # The model's output is its float32 head bias, exactly (zero kernel); the pipeline turns it
 # into forecasts with float64 affine maps, a few roundings per step over at most 5 recursive
 # steps: 64 ulps of float64 holds every case with room (the expected values use the same
@@ -114,13 +116,12 @@ def test_forecast_limits():
 
 
 def test_any_number_of_windows_compiles_once_per_bucket():
-    from jlstm import model
-
     series = _series()
     pipeline = Pipeline.fit(series, FeatureConfig(steps=3, val_size=8, test_size=8))
     config, params = _constant_model(pipeline, [0.5])
-    before = model.apply._cache_size()
-    for n in (5, 6, 7, 8):  # one bucket of 8 rows
-        out = predict_windows(params, config, np.zeros((n, 3, pipeline.input_size), np.float32))
-        np.testing.assert_array_equal(out, np.full((n, 1), 0.5, np.float32))
-    assert model.apply._cache_size() - before <= 1
+    with count_traces() as traces:
+        for n in (5, 6, 7, 8):  # one bucket of 8 rows
+            x = np.zeros((n, 3, pipeline.input_size), np.float32)
+            out = predict_windows(params, config, x)
+            np.testing.assert_array_equal(out, np.full((n, 1), 0.5, np.float32))
+    assert traces("apply") <= 1

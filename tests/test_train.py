@@ -73,7 +73,7 @@ def test_one_program_for_every_step_and_padding_rows_change_nothing():
     assert float(loss_other) == float(loss_padded) and _leaves_equal(other, padded)
     # ...and has the mean loss of the same 8 windows twice.
     _, loss_twice = step(_fresh(start), (np.r_[x[:8], x[:8]], np.r_[y[:8], y[:8]], ones))
-    assert len(traces) == 1 and step._cache_size() == 1
+    assert len(traces) == 1
     assert int(state.step) == 2 and int(padded.step) == 1
     # Both are float32 sums of 16 nonnegative per-window losses (zeros or repeats) in some
     # order, each within gamma_16 of the exact sum; dividing by 8 or 16 is exact: 2 gamma_16.
