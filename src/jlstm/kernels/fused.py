@@ -33,15 +33,19 @@ from .common import batch_may_be_split, masked_update, prepare, project, static_
 
 __all__ = [
     "BATCH_MAJOR",
+    "CHUNK",
     "FEATURE_MAJOR",
     "HOIST_CHUNK",
     "HOIST_MIN_FEATURES",
+    "STORE_GATES_MAX_BYTES",
+    "STORE_GATES_MIN_UNITS",
     "TRANSPOSE_MIN_RATIO",
     "TRANSPOSE_MIN_UNITS",
     "Folded",
     "Layout",
     "Sequence",
     "choose_layout",
+    "chunked_options",
     "chunks",
     "fold",
     "forward",
@@ -58,6 +62,22 @@ HOIST_CHUNK = 10
 # (forward) and 1.4x (training) faster feature-major; at B = 16, H = 512 the two
 # layouts tie, and at B = 64 batch-major is up to 1.1x faster.
 TRANSPOSE_MIN_UNITS = 256
+
+# The chunked custom-derivative kernels (``fused_vjp``, and ``fused_jvp`` whose transpose
+# is the same backward pass) share these. Steps per backward chunk, measured on XLA:CPU
+# (benchmarks/README.md): 10 to 20 is the plateau for the seed model at T = 100; shorter
+# chunks make the weight-gradient products small, longer ones spill the chunk's gate
+# arrays out of cache.
+CHUNK = 10
+# When the forward pass keeps the gates (T * B * 4H values) for the backward pass
+# instead of recomputing them per chunk: when they are small, or when H is large.
+# Recomputing costs ~8 T B H^2 FLOPs, storing ~16 T B H bytes of fresh memory (page
+# faults and traffic): per value, the product costs more from H ~ 128 on. Measured
+# (benchmarks/README.md): a H = 512 layer trains 1.2x faster storing; the seed model
+# (H <= 64, 26 MB of gates in its first layer) 1.3x faster recomputing. A symbolic size
+# (``jax.export``) counts as large.
+STORE_GATES_MAX_BYTES = 4 * 2**20
+STORE_GATES_MIN_UNITS = 128
 TRANSPOSE_MIN_RATIO = 64
 
 
@@ -197,6 +217,29 @@ def choose_layout(batch: int, units: int) -> Layout:
     """Feature-major when ``H >= TRANSPOSE_MIN_UNITS`` and ``H >= TRANSPOSE_MIN_RATIO * B``."""
     wide = units >= TRANSPOSE_MIN_UNITS and units >= TRANSPOSE_MIN_RATIO * batch
     return FEATURE_MAJOR if wide else BATCH_MAJOR
+
+
+def chunked_options(
+    params: CellParams, xs: Array, chunk: int, hoist, store_gates, layout
+) -> tuple[int, bool, bool, Layout]:
+    """Resolve the ``None`` options of a chunked kernel for ``xs`` ``(T, B, D)``.
+
+    Returns:
+        ``(chunk, hoist, store_gates, layout)``: the chunk capped at ``T`` (at least 1),
+        hoisting when ``D >= HOIST_MIN_FEATURES``, gates stored when they take at most
+        ``STORE_GATES_MAX_BYTES`` or ``H >= STORE_GATES_MIN_UNITS``, ``choose_layout``.
+    """
+    steps, batch, features = xs.shape
+    units = params.recurrent_kernel.shape[0]
+    if hoist is None:
+        hoist = features >= HOIST_MIN_FEATURES
+    if store_gates is None:
+        gate_bytes = static_size(steps, batch, 4 * units) * xs.dtype.itemsize
+        store_gates = gate_bytes <= STORE_GATES_MAX_BYTES or units >= STORE_GATES_MIN_UNITS
+    if layout is None:
+        layout = choose_layout(batch, units)
+    chunk = max(1, min(int(chunk), static_size(steps)))
+    return chunk, bool(hoist), bool(store_gates), layout
 
 
 class Sequence(NamedTuple):

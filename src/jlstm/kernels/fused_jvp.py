@@ -40,22 +40,9 @@ from jax.custom_derivatives import SymbolicZero
 from ..types import Array, CellParams, LSTMState
 from . import common, fused
 
-__all__ = ["CHUNK", "STORE_GATES_MAX_BYTES", "STORE_GATES_MIN_UNITS", "run", "sequence"]
+__all__ = ["CHUNK", "run", "sequence"]
 
-# Steps per chunk. Measured on XLA:CPU (benchmarks/README.md, for the custom VJP whose
-# backward pass this one reproduces): 10 to 20 is the plateau for the seed model at
-# T = 100; shorter chunks make the weight-gradient products small, longer ones spill
-# the chunk's gate arrays out of cache.
-CHUNK = 10
-
-# When the forward pass keeps the gates (T * B * 4H values) instead of the backward
-# pass recomputing them per chunk: when they are small, or when H is large.
-# Recomputing costs ~8 T B H^2 FLOPs, storing ~16 T B H bytes of fresh memory.
-# Measured (benchmarks/README.md): a H = 512 layer trains 1.2x faster storing; the
-# seed model (H <= 64, 26 MB of gates in its first layer) 1.3x faster recomputing.
-# A symbolic size (``jax.export``) counts as large.
-STORE_GATES_MAX_BYTES = 4 * 2**20
-STORE_GATES_MIN_UNITS = 128
+CHUNK = fused.CHUNK  # steps per chunk: the backward pass of fused_vjp, same plateau
 
 
 def sequence(
@@ -84,23 +71,16 @@ def sequence(
             ``None``: when ``D >= fused.HOIST_MIN_FEATURES``.
         store_gates: keep every step's gates from the forward pass instead of
             recomputing them for the tangent; ``None``: when they take at most
-            ``STORE_GATES_MAX_BYTES`` or ``H >= STORE_GATES_MIN_UNITS``.
+            ``fused.STORE_GATES_MAX_BYTES`` or ``H >= fused.STORE_GATES_MIN_UNITS``.
         layout: ``fused.Layout`` the kernel runs in (inputs and outputs stay
             batch-major); ``None``: ``fused.choose_layout``.
 
     Returns:
         ``(ys, LSTMState(h_T, c_T))``: ``ys`` ``(T, B, H)``, states ``(B, H)``.
     """
-    steps, batch, features = xs.shape
-    units = params.recurrent_kernel.shape[0]
-    if hoist is None:
-        hoist = features >= fused.HOIST_MIN_FEATURES
-    if store_gates is None:
-        gate_bytes = common.static_size(steps, batch, 4 * units) * xs.dtype.itemsize
-        store_gates = gate_bytes <= STORE_GATES_MAX_BYTES or units >= STORE_GATES_MIN_UNITS
-    if layout is None:
-        layout = fused.choose_layout(batch, units)
-    chunk = max(1, min(int(chunk), common.static_size(steps)))  # steps per chunk, at most T
+    chunk, hoist, store_gates, layout = fused.chunked_options(
+        params, xs, chunk, hoist, store_gates, layout
+    )
     ys, h_last, c_last = _sequence(
         (bool(zero_output), chunk, bool(hoist), bool(store_gates), layout),
         params.kernel,

@@ -43,8 +43,6 @@ from . import common, fused
 __all__ = [
     "CHUNK",
     "FORWARD_MODE_HINT",
-    "STORE_GATES_MAX_BYTES",
-    "STORE_GATES_MIN_UNITS",
     "run",
     "sequence",
 ]
@@ -55,19 +53,7 @@ FORWARD_MODE_HINT = (
     "the same kernel with forward mode"
 )
 
-# Steps per backward chunk. Measured on XLA:CPU (benchmarks/README.md): 10 to 20 is
-# the plateau for the seed model at T = 100; shorter chunks make the weight-gradient
-# products small, longer ones spill the chunk's gate arrays out of cache.
-CHUNK = 10
-
-# When the forward pass keeps the gates (T * B * 4H values) for the backward pass
-# instead of recomputing them per chunk: when they are small, or when H is large.
-# Recomputing costs ~8 T B H^2 FLOPs, storing ~16 T B H bytes of fresh memory (page
-# faults and traffic): per value, the product costs more from H ~ 128 on. Measured
-# (benchmarks/README.md): a H = 512 layer trains 1.2x faster storing; the seed model
-# (H <= 64, 26 MB of gates in its first layer) 1.3x faster recomputing.
-STORE_GATES_MAX_BYTES = 4 * 2**20
-STORE_GATES_MIN_UNITS = 128
+CHUNK = fused.CHUNK  # steps per backward chunk (measured: fused.CHUNK)
 
 
 def sequence(
@@ -96,23 +82,16 @@ def sequence(
             ``None``: when ``D >= fused.HOIST_MIN_FEATURES``.
         store_gates: keep every step's gates from the forward pass instead of
             recomputing them in the backward pass; ``None``: when they take at most
-            ``STORE_GATES_MAX_BYTES`` or ``H >= STORE_GATES_MIN_UNITS``.
+            ``fused.STORE_GATES_MAX_BYTES`` or ``H >= fused.STORE_GATES_MIN_UNITS``.
         layout: ``fused.Layout`` the kernel runs in (inputs and outputs stay
             batch-major); ``None``: ``fused.choose_layout``.
 
     Returns:
         ``(ys, LSTMState(h_T, c_T))``: ``ys`` ``(T, B, H)``, states ``(B, H)``.
     """
-    if hoist is None:
-        hoist = xs.shape[-1] >= fused.HOIST_MIN_FEATURES
-    if store_gates is None:
-        steps, batch = xs.shape[:2]
-        gate_bytes = steps * batch * params.recurrent_kernel.shape[1] * xs.dtype.itemsize
-        units = params.recurrent_kernel.shape[0]
-        store_gates = gate_bytes <= STORE_GATES_MAX_BYTES or units >= STORE_GATES_MIN_UNITS
-    if layout is None:
-        layout = fused.choose_layout(xs.shape[1], params.recurrent_kernel.shape[0])
-    chunk = max(1, min(int(chunk), xs.shape[0]))  # steps per chunk, at most T
+    chunk, hoist, store_gates, layout = fused.chunked_options(
+        params, xs, chunk, hoist, store_gates, layout
+    )
     try:
         ys, h_last, c_last = _sequence(
             (bool(zero_output), chunk, bool(hoist), bool(store_gates), layout),
