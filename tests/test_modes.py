@@ -522,6 +522,15 @@ def test_cudnn_is_gpu_only_and_declares_its_limits():
         modes.resolve_mode("cudnn", platform="cpu")
 
 
+def test_cudnn_guard_passes_values_and_refuses_gradients():
+    # The guard every differentiable cuDNN input goes through: the identity forward, and
+    # a gradient is an error naming the fix (the recorded GPU run found wrong gradients).
+    x = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(jax.jit(cudnn.inference_only)(x), x)
+    with pytest.raises(ValueError, match=r"inference-only.*implementation='auto'"):
+        jax.grad(lambda a: jnp.sum(cudnn.inference_only(a) ** 2))(x)
+
+
 # ----------------------------------------------------------------------------- auto
 
 

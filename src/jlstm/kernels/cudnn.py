@@ -17,23 +17,58 @@ those rules: under ``vmap`` the mode raises ``TRANSFORM_HINT``; a grad of a grad
 inside JAX's transposition, out of the mode's reach). ``"auto"`` never picks it.
 Matrix products run in full float32 (TF32 off), so results match the
 other modes to float32 rounding.
+
+**Inference only.** The one GPU run recorded (NVIDIA H200, jax/jaxlib 0.11.2, CUDA 13;
+``benchmarks/results/gpu/``) found the forward pass within 2.5e-8 of the float64
+reference, but the weight gradients of the seed model through
+``jax.experimental.rnn.lstm`` wrong by a relative error of 0.57 (a direct call of
+``jax.experimental.rnn.lstm`` in a small program agreed with ``lstm_ref`` to 2e-7, so
+the fault depends on the surrounding program; JAX's backward accumulates cuDNN's weight
+gradient into an aliased zeros buffer, ``CUDNN_WGRAD_MODE_ADD``). Until a GPU run shows
+correct gradients, differentiating through this mode raises ``GRADIENT_HINT`` instead
+of returning wrong numbers; it was also slower than ``auto`` on that card, forward and
+training.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from ..types import CellParams, LSTMState
 from . import common
 
-__all__ = ["TRANSFORM_HINT", "pack", "run"]
+__all__ = ["GRADIENT_HINT", "TRANSFORM_HINT", "inference_only", "pack", "run"]
 
 TRANSFORM_HINT = (
     "implementation 'cudnn' (jax.experimental.rnn) has no batching (vmap), forward-mode "
     "or higher-order derivative rules; use implementation='auto' (or 'fused_jvp'), which "
     "runs every transform"
 )
+
+GRADIENT_HINT = (
+    "implementation 'cudnn' is inference-only: on the recorded GPU run (H200, jax 0.11.2) "
+    "its weight gradients through jax.experimental.rnn were wrong (relative error 0.57; "
+    "benchmarks/results/gpu/gpu_check.md); train with implementation='auto'"
+)
+
+
+@jax.custom_vjp
+def inference_only(x):
+    """The identity, whose reverse-mode derivative raises ``GRADIENT_HINT`` (a ``ValueError``)."""
+    return x
+
+
+def _inference_only_fwd(x):
+    return x, None
+
+
+def _inference_only_bwd(_, cotangent):
+    raise ValueError(GRADIENT_HINT)
+
+
+inference_only.defvjp(_inference_only_fwd, _inference_only_bwd)
 
 
 def pack(params: CellParams) -> jnp.ndarray:
@@ -72,11 +107,12 @@ def run(params: CellParams, xs, state: LSTMState, *, mask, input_mask, recurrent
     steps, batch, features = xs.shape
     units = params.recurrent_kernel.shape[0]
     try:
+        # Every differentiable input goes through the guard: a gradient raises, never lies.
         ys, h_n, c_n = rnn.lstm(
-            jnp.swapaxes(xs, 0, 1),  # cuDNN is batch-major: (B, T, D)
-            h0[None],
-            c0[None],
-            pack(params),
+            inference_only(jnp.swapaxes(xs, 0, 1)),  # cuDNN is batch-major: (B, T, D)
+            inference_only(h0[None]),
+            inference_only(c0[None]),
+            inference_only(pack(params)),
             jnp.full((batch,), steps, jnp.int32),
             input_size=features,
             hidden_size=units,
