@@ -41,7 +41,7 @@ SEARCH_WORD = "jlstm"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+    def log_message(self, format, *args):  # the base class prints every request
         pass
 
 
@@ -68,8 +68,13 @@ def target_file(site: pathlib.Path, path: str) -> pathlib.Path:
     return target
 
 
-def check(site: pathlib.Path, chromium: str, timeout_ms: int = 30_000) -> list[str]:
-    """Every problem found on the site, one line each (empty: the site passes)."""
+def check(
+    site: pathlib.Path, chromium: str, *, search: bool = True, timeout_ms: int = 30_000
+) -> list[str]:
+    """Every problem found on the site, one line each (empty: the site passes).
+
+    ``search=False`` skips the search check (for a site without MkDocs' search).
+    """
     from playwright.sync_api import sync_playwright
 
     problems: list[str] = []
@@ -86,31 +91,37 @@ def check(site: pathlib.Path, chromium: str, timeout_ms: int = 30_000) -> list[s
             current = {"name": ""}
 
             def outside(route):
-                problems.append(f"{current['name']}: requests outside the site: {route.request.url}")
+                problems.append(
+                    f"{current['name']}: requests outside the site: {route.request.url}"
+                )
                 route.abort()
 
             context.route(lambda url: not url.startswith(origin), outside)
             page.on(
                 "console",
-                lambda msg: msg.type == "error"
-                and problems.append(f"{current['name']}: console error: {msg.text}"),
+                lambda msg: (
+                    msg.type == "error"
+                    and problems.append(f"{current['name']}: console error: {msg.text}")
+                ),
             )
-            page.on(
-                "pageerror", lambda err: problems.append(f"{current['name']}: uncaught: {err}")
-            )
+            page.on("pageerror", lambda err: problems.append(f"{current['name']}: uncaught: {err}"))
             page.on(
                 "requestfailed",
-                lambda req: req.url.startswith(origin)
-                and problems.append(
-                    f"{current['name']}: request failed: {req.url} ({req.failure})"
+                lambda req: (
+                    req.url.startswith(origin)
+                    and problems.append(
+                        f"{current['name']}: request failed: {req.url} ({req.failure})"
+                    )
                 ),
             )
             page.on(
                 "response",
-                lambda resp: resp.url.startswith(origin)
-                and resp.status >= 400
-                and not current["name"].endswith("404.html")
-                and problems.append(f"{current['name']}: HTTP {resp.status} for {resp.url}"),
+                lambda resp: (
+                    resp.url.startswith(origin)
+                    and resp.status >= 400
+                    and not current["name"].endswith("404.html")
+                    and problems.append(f"{current['name']}: HTTP {resp.status} for {resp.url}")
+                ),
             )
             for name in html_pages(site):
                 current["name"] = name
@@ -130,16 +141,22 @@ def check(site: pathlib.Path, chromium: str, timeout_ms: int = 30_000) -> list[s
                 )
                 for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"):
                     links.append((name, href))
-            current["name"] = "search"
-            problems.extend(_check_search(page, root))
+            if search:
+                current["name"] = "search"
+                problems.extend(check_search(page, root))
             browser.close()
     finally:
         server.shutdown()
-    problems.extend(_check_links(site, origin, ids, links))
+    problems.extend(check_links(site, origin, ids, links))
     return problems
 
 
-def _check_links(site, origin, ids, links) -> list[str]:
+def check_links(site, origin, ids, links) -> list[str]:
+    """Broken links among ``links``, (page, absolute href) pairs found on the pages.
+
+    A link into the site must name an existing file, and its ``#fragment`` an element
+    id of the target page (``ids``: page -> its ids). Links elsewhere are not fetched.
+    """
     problems = []
     for name, href in links:
         if not href.startswith(origin + "/"):
@@ -157,7 +174,8 @@ def _check_links(site, origin, ids, links) -> list[str]:
     return problems
 
 
-def _check_search(page, root: str) -> list[str]:
+def check_search(page, root: str) -> list[str]:
+    """Type a word every page has into the search box; a problem if nothing is found."""
     page.goto(root + "index.html", wait_until="load")
     page.keyboard.press("/")  # Material's shortcut: focus the search box
     page.keyboard.type(SEARCH_WORD)
