@@ -166,7 +166,7 @@ def test_return_state_false_and_sequences_shapes(data):
 def test_keras_unroll_quirk_is_not_copied(data):
     """Keras' JAX backend with unroll=True emits zeros (not h0) at leading masked steps and
     ignores zero_output_for_mask; jlstm's unroll is a speed option only, so it keeps the
-    rolled-loop semantics. Documented in the README table; this pins the difference."""
+    rolled-loop semantics. Documented in docs/keras.md; this pins the difference."""
     x, h0, c0 = data
     rng = np.random.default_rng(4)
     layer, params = build_lstm(rng, H, D, return_sequences=True, unroll=True)

@@ -239,7 +239,7 @@ def test_seed_stack_as_modules_and_float64():
 
 
 def test_bias_split_trains_twice_as_fast_in_torch():
-    """What the README states: both PyTorch biases get the gradient of their sum."""
+    """What docs/interop.md states: both PyTorch biases get the gradient of their sum."""
     cell = jlstm.init_cell_params(jax.random.key(0), 2, 3, bias_initializer="random_normal")
     module = to_torch(cell)
     assert not module.bias_hh_l0.detach().any()

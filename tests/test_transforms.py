@@ -1,10 +1,10 @@
 """Every JAX transform through every implementation mode, on a small stacked model.
 
-The README's "Functional" promise: ``jit``, ``grad``, ``value_and_grad``, ``vjp``,
-``jvp``, ``jacfwd``, ``jacrev``, ``hessian``, ``linearize``, ``vmap`` (over params,
-keys and data), ``jax.checkpoint``, ``shard_map`` (default ``check_vma``), jit with
-``NamedSharding`` inputs on Auto and Explicit meshes, and ``jax.export`` with a
-symbolic batch. ``auto`` (the default) must do all of them.
+The promise of docs/functional-api.md ("Transformations"): ``jit``, ``grad``,
+``value_and_grad``, ``vjp``, ``jvp``, ``jacfwd``, ``jacrev``, ``hessian``, ``linearize``,
+``vmap`` (over params, keys and data), ``jax.checkpoint``, ``shard_map`` (default
+``check_vma``), jit with ``NamedSharding`` inputs on Auto and Explicit meshes, and
+``jax.export`` with a symbolic batch. ``auto`` (the default) must do all of them.
 
 References are independent of jlstm: ``tests/reference.py`` (float64 NumPy) for
 values, and central finite differences of that reference for derivatives.

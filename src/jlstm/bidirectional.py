@@ -125,8 +125,9 @@ def bidirectional_layer(
         zero_output_for_mask: ``None`` follows Keras (``return_sequences``).
         fixed_dropout_masks: per-direction ``DropoutMasks`` (forward, backward) to use
             instead of drawing them from ``key``.
-        unroll, activation, recurrent_activation, implementation, dropout,
-        recurrent_dropout, training, key: as ``lstm_layer``, for both directions.
+        unroll, activation, recurrent_activation, implementation: as ``lstm_layer``, for
+            both directions.
+        dropout, recurrent_dropout, training, key: as ``lstm_layer``, for both directions.
 
     Returns:
         The merged output: ``(B..., [T,] 2H)`` for ``concat``, ``(B..., [T,] H)`` for the

@@ -91,9 +91,8 @@ class ModelConfig:
         mask_value: a Keras ``Masking(mask_value)`` layer at the input: steps whose
             features all equal it are masked (and zeroed). ``None``: no masking layer.
         input_dropout: rate of a Keras ``Dropout`` layer on the inputs (after masking).
-        head_kernel_regularizer, head_bias_regularizer, head_activity_regularizer,
-            head_kernel_constraint, head_bias_constraint: the dense head's Keras
-            ``Dense`` regularizers and constraints.
+        head_*_regularizer, head_*_constraint: the dense head's Keras ``Dense``
+            regularizers (kernel, bias, activity) and constraints (kernel, bias).
     """
 
     input_size: int = 1
