@@ -37,7 +37,14 @@ from ..activations import activation_name
 from ..model import ModelConfig
 from ..types import BidirectionalParams, CellParams, ModelParams
 
-__all__ = ["LSTM_ACTIVATIONS", "OPSET", "OnnxOps", "forecaster_to_onnx", "to_onnx"]
+__all__ = [
+    "LSTM_ACTIVATIONS",
+    "OPSET",
+    "OnnxGraph",
+    "OnnxOps",
+    "forecaster_to_onnx",
+    "to_onnx",
+]
 
 OPSET = 17
 # jlstm activation name -> (ONNX LSTM activation, alpha, beta); None = default.
@@ -87,8 +94,13 @@ def _direction_weights(p: CellParams, dtype) -> tuple[np.ndarray, np.ndarray, np
     return w, r, b
 
 
-class _Graph:
-    """A list of ONNX nodes and initializers with fresh names."""
+class OnnxGraph:
+    """ONNX nodes and initializers under construction, each output with a fresh name.
+
+    ``const(stem, value)`` adds an initializer, ``op(op_type, inputs, n_out, **attrs)`` a
+    node; both return the new tensor names. ``helper.make_graph(g.nodes, ...,
+    initializer=g.initializers)`` makes the graph.
+    """
 
     def __init__(self, dtype):
         self.nodes: list = []
@@ -115,7 +127,7 @@ class _Graph:
         return outputs[0] if n_out == 1 else outputs
 
 
-def _head_activation(g: _Graph, y: str, spec) -> str:
+def _head_activation(g: OnnxGraph, y: str, spec) -> str:
     name = activation_name(spec)
     simple = {
         "tanh": "Tanh",
@@ -145,7 +157,7 @@ def _head_activation(g: _Graph, y: str, spec) -> str:
     raise _refuse("head_activation", f"{spec!r} has no ONNX operator in opset {OPSET}")
 
 
-def _merge(g: _Graph, a: str, b: str, mode: str) -> str:
+def _merge(g: OnnxGraph, a: str, b: str, mode: str) -> str:
     if mode == "concat":
         return g.op("Concat", [a, b], axis=-1)
     if mode == "sum":
@@ -190,7 +202,9 @@ def _check(config: ModelConfig, params: ModelParams, seq_lengths: bool) -> None:
             )
 
 
-def _model_nodes(g: _Graph, config: ModelConfig, params: ModelParams, x: str, lens, tag="") -> str:
+def _model_nodes(
+    g: OnnxGraph, config: ModelConfig, params: ModelParams, x: str, lens, tag=""
+) -> str:
     """Add the model's nodes reading ``x`` ``(batch, steps, D)``; return its output's name."""
     dtype = g.dtype
     h = g.op("Transpose", [x], perm=[1, 0, 2])  # (T, B, D)
@@ -282,7 +296,7 @@ def to_onnx(
 
     _check(config, params, seq_lengths)
     elem = _DTYPES[config.param_dtype]
-    g = _Graph(np.dtype(config.param_dtype))
+    g = OnnxGraph(np.dtype(config.param_dtype))
     inputs = [helper.make_tensor_value_info("x", elem, ["batch", "steps", config.input_size])]
     lens = None
     if seq_lengths:
@@ -324,7 +338,7 @@ class OnnxOps:
     and series indices' type). ``model`` adds one subgraph per ensemble member.
     """
 
-    def __init__(self, g: _Graph, forecaster):
+    def __init__(self, g: OnnxGraph, forecaster):
         self.g = g
         self.forecaster = forecaster
 
@@ -464,26 +478,30 @@ def forecaster_to_onnx(forecaster, *, opset: int = OPSET, name: str = "jlstm_for
             "--format jax (jlstm.export.export_forecaster(..., format='jax'))"
         )
     config = forecaster.config
+    members = (
+        [forecaster.params]
+        if forecaster.members is None
+        else [_member(forecaster.params, i) for i in range(forecaster.members)]
+    )
     try:
-        members = (
-            [forecaster.params]
-            if forecaster.members is None
-            else [_member(forecaster.params, i) for i in range(forecaster.members)]
-        )
         for p in members:
             _check(config, p, False)
     except ValueError as err:
         raise ValueError(f"{err}; --format jax can export this model") from None
     elem = _DTYPES[config.param_dtype]
     signature = forecaster.signature(date_dtype="int64")
-    g = _Graph(np.dtype(config.param_dtype))
+    g = OnnxGraph(np.dtype(config.param_dtype))
     inputs = []
     for key, spec in signature["inputs"].items():
         kind = elem if spec["dtype"] == config.param_dtype else _ONNX_INT
         info = helper.make_tensor_value_info(key, kind, spec["shape"])
         info.doc_string = spec["meaning"]
         inputs.append(info)
-    outputs = run_program(forecaster, OnnxOps(g, forecaster), {k: k for k in signature["inputs"]})
+    try:
+        ops = OnnxOps(g, forecaster)
+        outputs = run_program(forecaster, ops, {k: k for k in signature["inputs"]})
+    except ValueError as err:  # a model option ONNX cannot express (names it)
+        raise ValueError(f"{err}; --format jax can export this model") from None
     infos = []
     for key, value in outputs.items():
         g.nodes.append(helper.make_node("Identity", [value], [key]))
