@@ -160,14 +160,14 @@ def _plain_csv(path, rows=120, seed=1):
 RUNS = {
     # the airline default: log, delta, month of year
     "airline": lambda d: [],
-    # covariates, horizon 3, delta and month
+    # the plain transform (no log, no delta) with a covariate, horizon 3, month of year
     "covariates": lambda d: [
         "--data", str(_monthly_csv(d / "sales.csv")), "--target", "sales",
-        "--covariates", "promo", "--horizon", "3", "--delta", "--calendar", "month",
+        "--covariates", "promo", "--horizon", "3", "--no-delta", "--calendar", "month",
         "--scaler", "minmax",
     ],
-    # the plain transform (no log, delta or calendar), two targets, horizon 2, no dates
-    "none": lambda d: [
+    # two targets and no dates (no dates input), horizon 2
+    "two_targets": lambda d: [
         "--data", str(_plain_csv(d / "plain.csv")), "--target", "a,b", "--horizon", "2",
         "--date-column", "",
     ],
@@ -252,7 +252,16 @@ def _run_onnx(path, feed):
     return dict(zip(names, session.run(None, feed), strict=True))
 
 
-@pytest.mark.parametrize("name", ["airline", "covariates", "none", "ensemble"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "airline",
+        "covariates",
+        # tests/test_forecaster.py covers both without training; here end to end
+        pytest.param("two_targets", marks=pytest.mark.slow),
+        pytest.param("ensemble", marks=pytest.mark.slow),
+    ],
+)
 def test_export_round_trip_matches_predict(name, trained, tmp_path, capsys):
     """`jlstm export` (jax and onnx) on raw rows in original units gives what `jlstm
     predict` (the last window) and the test forecasts of `jlstm evaluate` give, within the
