@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -414,3 +416,25 @@ def test_export_forecaster_python_api(tmp_path):
     np.testing.assert_array_equal(
         got, jax.jit(lambda h: forecaster(history=h))(history)["forecast"]
     )
+
+
+# -- docs/export.md's examples run (each block whole, as a reader pastes it) -------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "export.md"
+
+
+def _doc_blocks(slow):
+    found = re.findall(r"(<!-- slow -->\n)?```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    return [block for marker, block in found if bool(marker) == slow]
+
+
+@pytest.mark.parametrize(
+    "slow", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["fast", "slow"]
+)
+def test_docs_examples_run(slow, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(tmp_path)
+    blocks = _doc_blocks(slow)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(DOC), "exec"), {"__name__": "docs_example"})
