@@ -474,7 +474,11 @@ def _year_days(ops, yoe):
 # -- building a forecaster from a fitted pipeline -------------------------------------------
 
 # The target transforms of a pipeline, in forward order: (name, is it used?, the step).
-# A transform added to the pipeline gets one row here (and one class above).
+# A transform added to the pipeline gets one row here (and, if new, one class above). The
+# per-window normalisation of a pipeline with a `revin` window mode is the row
+#     ("revin", lambda p: <the pipeline uses revin>, lambda p: RevIN(<its std floor>)),
+# after "scale"; a panel's per-series scaling is an `Affine` whose shift and scale are the
+# stacked (S, K) tables of its series' scalers, with `Forecaster(series=S)`.
 TARGET_TRANSFORMS: tuple[
     tuple[str, Callable[[Pipeline], bool], Callable[[Pipeline], TargetTransform]], ...
 ] = (
@@ -592,6 +596,7 @@ class Forecaster:
             )
         try:
             pipeline = Pipeline.from_state(ckpt.meta["pipeline"], ckpt.arrays)
+            # A quantile head's levels go to `quantiles=` once runs record them.
             return cls.from_pipeline(
                 pipeline, ckpt.model_config, ckpt.state.params, members=ensemble_size(ckpt.state)
             )
