@@ -22,6 +22,7 @@ from jlstm.experiment import load_run, predict_run
 from jlstm.export import (
     export_checkpoint,
     export_forecaster,
+    export_forecaster_jax,
     export_jax,
     export_model,
     read_forecaster,
@@ -230,7 +231,10 @@ _JAX_ONLY_SCRIPT = textwrap.dedent(
     with zipfile.ZipFile("forecaster.jax") as bundle:
         signature = json.loads(bundle.read("signature.json"))
         exported = jax.export.deserialize(bytearray(bundle.read("exported.bin")))
-    inputs = {name: np.load(name + ".npy") for name in signature["inputs"]}
+    inputs = {
+        name: np.load(name + ".npy").astype(spec["dtype"])
+        for name, spec in signature["inputs"].items()
+    }
     for name, value in exported.call(**inputs).items():
         np.save("out_" + name + ".npy", np.asarray(value))
     """
@@ -397,6 +401,21 @@ def test_export_refusals(tmp_path, capsys):
     )
     assert main(["export", str(ens), "-o", str(tmp_path / "e.jax")]) == 0
     assert "mean of 2 members" in capsys.readouterr().out
+
+
+def test_forecaster_lowers_for_every_platform():
+    series = load_dataset()
+    pipeline = Pipeline.fit(series, FeatureConfig(steps=4, delta=True, calendar=("month",)))
+    cfg = jlstm.ModelConfig(input_size=pipeline.input_size, layer_sizes=(4,))
+    forecaster = Forecaster.from_pipeline(pipeline, cfg, jlstm.init_params(jax.random.key(0), cfg))
+    exported = export_forecaster_jax(forecaster, platforms=("cpu", "cuda", "tpu"))
+    assert exported.platforms == ("cpu", "cuda", "tpu")
+    feed = {
+        "history": series.values[None, -4:].astype(np.float32),
+        "dates": encode_dates(series.dates[-4:], "M")[None].astype(np.int32),
+    }
+    got = export.deserialize(exported.serialize()).call(**feed)["forecast"]
+    np.testing.assert_array_equal(got, jax.jit(lambda **f: forecaster(**f))(**feed)["forecast"])
 
 
 def test_export_forecaster_python_api(tmp_path):
