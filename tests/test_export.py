@@ -415,7 +415,11 @@ def test_forecaster_lowers_for_every_platform():
         "dates": encode_dates(series.dates[-4:], "M")[None].astype(np.int32),
     }
     got = export.deserialize(exported.serialize()).call(**feed)["forecast"]
-    np.testing.assert_array_equal(got, jax.jit(lambda **f: forecaster(**f))(**feed)["forecast"])
+    exact = fref.forecast(
+        fref.spec_of(pipeline), [forecaster.params], series.values[None, -4:],
+        dates=series.dates[None, -4:],
+    )["forecast"]  # fmt: skip
+    fref.check(got, exact.v, exact.e, err_msg="multi-platform program on cpu")
 
 
 def test_export_forecaster_python_api(tmp_path):
@@ -432,9 +436,8 @@ def test_export_forecaster_python_api(tmp_path):
     assert list(signature["inputs"]) == ["history"]
     history = series.values[None, -4:].astype(np.float32)
     got = exported.call(history=history)["forecast"]
-    np.testing.assert_array_equal(
-        got, jax.jit(lambda h: forecaster(history=h))(history)["forecast"]
-    )
+    exact = fref.forecast(fref.spec_of(pipeline), [params], series.values[None, -4:])
+    fref.check(got, exact["forecast"].v, exact["forecast"].e, err_msg="read_forecaster")
 
 
 # -- docs/export.md's examples run (each block whole, as a reader pastes it) -------------------
