@@ -30,8 +30,8 @@ The program, in order:
    for an ensemble, their standard deviation with ``ddof=1``: ``spread``), as
    ``jlstm predict`` combines them.
 
-Every step is written once, against a small set of array operations (``Ops``) that
-two backends implement: ``JaxOps`` here (``jax.numpy``) and
+Every step is written once, against a small set of array operations (the ``Ops``
+protocol) that two backends implement: ``JaxOps`` here (``jax.numpy``) and
 ``jlstm.interop.onnx.OnnxOps`` (ONNX nodes). A new transform is one small class:
 its ``forward`` and ``inverse`` and, if it needs an operation ONNX lacks, ``formats =
 ("jax",)`` so that the ONNX export refuses it by name.
@@ -49,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -69,6 +69,7 @@ __all__ = [
     "Forecaster",
     "JaxOps",
     "Log",
+    "Ops",
     "RevIN",
     "TargetTransform",
     "date_unit",
@@ -132,6 +133,43 @@ def encode_dates(dates: np.ndarray, unit: str) -> np.ndarray:
 
 
 # -- the array operations a backend provides ----------------------------------------------
+
+
+class Ops(Protocol):
+    """The array operations the forecaster program is written against.
+
+    A backend's values are its own (JAX arrays, ONNX tensor names). Float constants
+    are made in the model's dtype; integer operations take non-negative operands
+    and Python ``int`` constants (or values), and divide with floor semantics.
+    """
+
+    def const(self, value): ...  # a float array constant
+    def add(self, a, b): ...
+    def sub(self, a, b): ...
+    def mul(self, a, b): ...
+    def div(self, a, b): ...
+    def maximum(self, a, b): ...
+    def log(self, a): ...
+    def exp(self, a): ...
+    def sqrt(self, a): ...
+    def sin(self, a): ...
+    def cos(self, a): ...
+    def last_step(self, z): ...  # (B, S, K) -> (B, 1, K)
+    def mean_steps(self, z): ...  # (B, S, K) -> (B, 1, K)
+    def rows(self, table, index): ...  # table (N, K) at index (B,) -> (B, 1, K)
+    def unsqueeze_last(self, a): ...  # (...) -> (..., 1)
+    def concat_last(self, values): ...
+    def iadd(self, a, b): ...
+    def isub(self, a, b): ...
+    def imul(self, a, b): ...
+    def idiv(self, a, b): ...
+    def imod(self, a, b): ...
+    def to_float(self, a): ...
+    def model(self, x): ...  # (B, S, D) -> (M, B, O): every member's outputs
+    def heads(self, y, shape): ...  # (M, B, O) -> (M, B, *shape)
+    def sort_last(self, y): ...  # ascending along the last axis
+    def mean_members(self, y): ...  # (M, ...) -> (...)
+    def squeeze_last(self, y): ...  # (..., 1) -> (...)
 
 
 class JaxOps:
