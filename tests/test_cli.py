@@ -622,9 +622,9 @@ def test_export_jax_matches_the_checkpoint(trained_run, tmp_path, capsys):
     from jlstm.checkpoint import load_checkpoint
 
     path = tmp_path / "model.jax"
-    status, out, err = run(capsys, "export", str(trained_run), "-o", str(path))
+    status, out, err = run(capsys, "export", str(trained_run), "-o", str(path), "--raw")
     assert status == 0, err
-    assert out.startswith(f"wrote {path}: jax export") and len(out.splitlines()) == 1
+    assert out.startswith(f"wrote {path}: jax bare-model export") and len(out.splitlines()) == 1
     ckpt = load_checkpoint(trained_run / "checkpoint")
     x = np.random.default_rng(0).normal(size=(5, 4, ckpt.model_config.input_size))
     x = x.astype(np.float32)
@@ -645,7 +645,7 @@ def test_export_onnx_passes_the_checker(trained_run, tmp_path, capsys):
     path = tmp_path / "model.onnx"  # the format follows the suffix
     status, out, err = run(capsys, "export", str(trained_run), "-o", str(path))
     assert status == 0, err
-    assert out.startswith(f"wrote {path}: onnx export")
+    assert out.startswith(f"wrote {path}: onnx forecaster export")
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 

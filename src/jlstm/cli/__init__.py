@@ -225,11 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser(
         "export",
-        help="write a trained model as one inference file (jax.export or ONNX)",
-        description="Write the run's model as one inference file: --format jax, a serialised "
-        "jax.export program (x (batch, steps, D) -> y (batch, O); load it with "
-        "jax.export.deserialize, no jlstm needed), or --format onnx (standard LSTM operators). "
-        "An existing file is kept unless --force.",
+        help="write a trained run as one inference file in original units (jax.export or ONNX)",
+        description="Write the run as one inference file that takes the last rows of the series "
+        "in its original units (and the covariates and dates, if the run used them) and returns "
+        "the forecasts in original units: the log, scaling, delta, calendar features and their "
+        "inverse are inside. --format jax: a zip of a jax.export program (exported.bin) and "
+        "its signature (signature.json); no jlstm needed to run it. --format onnx: one ONNX "
+        "graph, the signature in its metadata. --raw writes the bare model instead (scaled "
+        "inputs x (batch, steps, D) -> outputs y (batch, O)). An existing file is kept unless "
+        "--force. See docs/export.md.",
     )
     export.add_argument(
         "run", metavar="RUN", help="a run directory from `jlstm train` (or its checkpoint/)"
@@ -248,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help=f"--format jax: where the program runs, from {', '.join(PLATFORMS)} "
         "(comma-separated; default cpu)",
+    )
+    export.add_argument(
+        "--raw",
+        action="store_true",
+        help="the bare model: scaled inputs and outputs, no pipeline (a jax file is the "
+        "bytes of Exported.serialize())",
     )
     export.add_argument("--force", action="store_true", help="replace FILE if it exists")
     export.set_defaults(func=commands.export)

@@ -21,7 +21,8 @@ from ..experiment import (
     verdict,
     write_metrics,
 )
-from ..export import export_checkpoint
+from ..export import export_checkpoint, export_forecaster
+from ..forecaster import Forecaster
 from ..tasks import TEST_SEQUENCES, check_task, run_task
 from .options import UsageError, given_settings
 
@@ -132,24 +133,62 @@ def export(args: argparse.Namespace) -> int:
     fileio.check_writable(parent)
     if not os.path.exists(args.run):
         raise CheckpointError(f"run directory {args.run!r} does not exist")
-    options = {"platforms": args.platforms or ("cpu",)} if fmt == "jax" else {}
+    platforms = tuple(args.platforms or ("cpu",))
+    checkpoint_dir = checkpoint_path(args.run)
     try:
-        config = export_checkpoint(
-            checkpoint_path(args.run), output, format=fmt, overwrite=args.force, **options
-        )
+        if args.raw:
+            options = {"platforms": platforms} if fmt == "jax" else {}
+            config = export_checkpoint(
+                checkpoint_dir, output, format=fmt, overwrite=args.force, **options
+            )
+            what = _raw_summary(config)
+        else:
+            forecaster = Forecaster.from_checkpoint(checkpoint_dir)
+            export_forecaster(
+                forecaster, output, format=fmt, platforms=platforms, overwrite=args.force
+            )
+            what = _forecaster_summary(forecaster, fmt)
     except FileExistsError:  # it appeared while the model was exported
         raise UsageError(f"--output {output!r} exists; add --force to replace it") from None
-    except ValueError as err:  # a model option the format cannot express
+    except ValueError as err:  # something the format cannot express
         if isinstance(err, CheckpointError):
             raise
         raise UsageError(f"cannot export {args.run!r} as {fmt}: {err}") from None
-    layers = " -> ".join(f"LSTM {h}" for h in config.layer_sizes)
-    where = f"; runs on {', '.join(options['platforms'])}" if fmt == "jax" else ""
-    print(
-        f"wrote {output}: {fmt} export of {args.run} ({layers} -> Dense({config.output_size}), "
-        f"input (batch, steps, {config.input_size}) {config.param_dtype}{where})"
-    )
+    where = f"; runs on {', '.join(platforms)}" if fmt == "jax" else ""
+    kind = "bare-model" if args.raw else "forecaster"
+    print(f"wrote {output}: {fmt} {kind} export of {args.run} ({what}{where})")
     return 0
+
+
+def _raw_summary(config) -> str:
+    layers = " -> ".join(f"LSTM {h}" for h in config.layer_sizes)
+    return (
+        f"{layers} -> Dense({config.output_size}), input (batch, steps, {config.input_size}) "
+        f"{config.param_dtype}, scaled units"
+    )
+
+
+def _forecaster_summary(forecaster: Forecaster, fmt: str) -> str:
+    signature = forecaster.signature(date_dtype="int32" if fmt == "jax" else "int64")
+
+    def shape(spec) -> str:
+        return "(" + ", ".join(map(str, spec["shape"])) + ")"
+
+    inputs = []
+    for name, spec in signature["inputs"].items():
+        text = f"{name} {shape(spec)}"
+        if name == "dates":
+            text += f" {spec['dtype']} {spec['encoding']}"
+        inputs.append(text)
+    outputs = ", ".join(f"{n} {shape(s)}" for n, s in signature["outputs"].items())
+    steps = [t["name"] for t in signature["transforms"]]
+    if forecaster.calendar is not None:
+        steps.append("calendar " + ",".join(forecaster.calendar.names))
+    members = f", mean of {forecaster.members} members" if forecaster.members else ""
+    return (
+        f"{' + '.join(inputs)} -> {outputs}, original units; "
+        f"{', '.join(steps) or 'no transforms'}{members}"
+    )
 
 
 def task(args: argparse.Namespace) -> int:

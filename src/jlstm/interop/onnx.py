@@ -37,7 +37,14 @@ from ..activations import activation_name
 from ..model import ModelConfig
 from ..types import BidirectionalParams, CellParams, ModelParams
 
-__all__ = ["LSTM_ACTIVATIONS", "OPSET", "to_onnx"]
+__all__ = [
+    "LSTM_ACTIVATIONS",
+    "OPSET",
+    "OnnxGraph",
+    "OnnxOps",
+    "forecaster_to_onnx",
+    "to_onnx",
+]
 
 OPSET = 17
 # jlstm activation name -> (ONNX LSTM activation, alpha, beta); None = default.
@@ -87,8 +94,13 @@ def _direction_weights(p: CellParams, dtype) -> tuple[np.ndarray, np.ndarray, np
     return w, r, b
 
 
-class _Graph:
-    """A list of ONNX nodes and initializers with fresh names."""
+class OnnxGraph:
+    """ONNX nodes and initializers under construction, each output with a fresh name.
+
+    ``const(stem, value)`` adds an initializer, ``op(op_type, inputs, n_out, **attrs)`` a
+    node; both return the new tensor names. ``helper.make_graph(g.nodes, ...,
+    initializer=g.initializers)`` makes the graph.
+    """
 
     def __init__(self, dtype):
         self.nodes: list = []
@@ -115,7 +127,7 @@ class _Graph:
         return outputs[0] if n_out == 1 else outputs
 
 
-def _head_activation(g: _Graph, y: str, spec) -> str:
+def _head_activation(g: OnnxGraph, y: str, spec) -> str:
     name = activation_name(spec)
     simple = {
         "tanh": "Tanh",
@@ -145,7 +157,7 @@ def _head_activation(g: _Graph, y: str, spec) -> str:
     raise _refuse("head_activation", f"{spec!r} has no ONNX operator in opset {OPSET}")
 
 
-def _merge(g: _Graph, a: str, b: str, mode: str) -> str:
+def _merge(g: OnnxGraph, a: str, b: str, mode: str) -> str:
     if mode == "concat":
         return g.op("Concat", [a, b], axis=-1)
     if mode == "sum":
@@ -190,6 +202,69 @@ def _check(config: ModelConfig, params: ModelParams, seq_lengths: bool) -> None:
             )
 
 
+def _model_nodes(
+    g: OnnxGraph, config: ModelConfig, params: ModelParams, x: str, lens, tag=""
+) -> str:
+    """Add the model's nodes reading ``x`` ``(batch, steps, D)``; return its output's name."""
+    dtype = g.dtype
+    h = g.op("Transpose", [x], perm=[1, 0, 2])  # (T, B, D)
+    n_layers = len(config.layers)
+    for idx, (cfg, p) in enumerate(zip(config.layers, params.layers, strict=True)):
+        f = _lstm_activation(cfg.recurrent_activation, f"recurrent_activation (layer {idx})")
+        a = _lstm_activation(cfg.activation, f"activation (layer {idx})")
+        directions = (p.forward, p.backward) if cfg.bidirectional else (p,)
+        acts = [f, a, a] * len(directions)
+        weights = [_direction_weights(d, dtype) for d in directions]
+        w, r, b = (np.stack(parts) for parts in zip(*weights, strict=True))
+        attrs: dict[str, Any] = dict(
+            hidden_size=cfg.units,
+            direction="bidirectional"
+            if cfg.bidirectional
+            else ("reverse" if cfg.go_backwards else "forward"),
+            activations=[act[0] for act in acts],
+        )
+        # Each activation that takes an alpha (beta) consumes the next one in order,
+        # as onnxruntime reads the lists; the others take none.
+        alphas = [act[1] for act in acts if act[1] is not None]
+        betas = [act[2] for act in acts if act[2] is not None]
+        if alphas:
+            attrs["activation_alpha"] = alphas
+        if betas:
+            attrs["activation_beta"] = betas
+        lstm_in = [
+            h,
+            g.const(f"{tag}W{idx}", w),
+            g.const(f"{tag}R{idx}", r),
+            g.const(f"{tag}B{idx}", b),
+        ]
+        if lens is not None:
+            lstm_in.append(lens)
+        y, y_h = g.op("LSTM", lstm_in, n_out=2, **attrs)  # (T, dirs, B, H), (dirs, B, H)
+        sequences = idx < n_layers - 1 or config.return_sequences
+        source, axis = (y, 1) if sequences else (y_h, 0)
+        if cfg.bidirectional:
+            i0, i1 = g.const("zero", np.array(0, np.int64)), g.const("one", np.array(1, np.int64))
+            fwd = g.op("Gather", [source, i0], axis=axis)
+            bwd = g.op("Gather", [source, i1], axis=axis)
+            h = _merge(g, fwd, bwd, cfg.bidirectional)
+        else:
+            h = g.op("Squeeze", [source, g.const("axis", np.array([axis], np.int64))])
+            if sequences and cfg.go_backwards:
+                # Keras returns a go_backwards sequence in processing (reversed) order;
+                # ONNX aligns it with the input.
+                starts = g.const("starts", np.array([-1], np.int64))
+                ends = g.const("ends", np.array([np.iinfo(np.int64).min], np.int64))
+                axes = g.const("axes", np.array([0], np.int64))
+                steps = g.const("steps", np.array([-1], np.int64))
+                h = g.op("Slice", [h, starts, ends, axes, steps])
+    if config.return_sequences:
+        h = g.op("Transpose", [h], perm=[1, 0, 2])  # back to (B, T, F)
+    y = g.op("MatMul", [h, g.const(f"{tag}head_kernel", np.asarray(params.head.kernel, dtype))])
+    if params.head.bias is not None:
+        y = g.op("Add", [y, g.const(f"{tag}head_bias", np.asarray(params.head.bias, dtype))])
+    return _head_activation(g, y, config.head_activation)
+
+
 def to_onnx(
     config: ModelConfig,
     params: ModelParams,
@@ -220,9 +295,8 @@ def to_onnx(
     from onnx import helper
 
     _check(config, params, seq_lengths)
-    dtype = np.dtype(config.param_dtype)
     elem = _DTYPES[config.param_dtype]
-    g = _Graph(dtype)
+    g = OnnxGraph(np.dtype(config.param_dtype))
     inputs = [helper.make_tensor_value_info("x", elem, ["batch", "steps", config.input_size])]
     lens = None
     if seq_lengths:
@@ -230,57 +304,7 @@ def to_onnx(
             helper.make_tensor_value_info("sequence_lens", onnx.TensorProto.INT32, ["batch"])
         )
         lens = "sequence_lens"
-    h = g.op("Transpose", ["x"], perm=[1, 0, 2])  # (T, B, D)
-    n_layers = len(config.layers)
-    for idx, (cfg, p) in enumerate(zip(config.layers, params.layers, strict=True)):
-        f = _lstm_activation(cfg.recurrent_activation, f"recurrent_activation (layer {idx})")
-        a = _lstm_activation(cfg.activation, f"activation (layer {idx})")
-        directions = (p.forward, p.backward) if cfg.bidirectional else (p,)
-        acts = [f, a, a] * len(directions)
-        weights = [_direction_weights(d, dtype) for d in directions]
-        w, r, b = (np.stack(parts) for parts in zip(*weights, strict=True))
-        attrs: dict[str, Any] = dict(
-            hidden_size=cfg.units,
-            direction="bidirectional"
-            if cfg.bidirectional
-            else ("reverse" if cfg.go_backwards else "forward"),
-            activations=[act[0] for act in acts],
-        )
-        # Each activation that takes an alpha (beta) consumes the next one in order,
-        # as onnxruntime reads the lists; the others take none.
-        alphas = [act[1] for act in acts if act[1] is not None]
-        betas = [act[2] for act in acts if act[2] is not None]
-        if alphas:
-            attrs["activation_alpha"] = alphas
-        if betas:
-            attrs["activation_beta"] = betas
-        lstm_in = [h, g.const(f"W{idx}", w), g.const(f"R{idx}", r), g.const(f"B{idx}", b)]
-        if lens is not None:
-            lstm_in.append(lens)
-        y, y_h = g.op("LSTM", lstm_in, n_out=2, **attrs)  # (T, dirs, B, H), (dirs, B, H)
-        sequences = idx < n_layers - 1 or config.return_sequences
-        source, axis = (y, 1) if sequences else (y_h, 0)
-        if cfg.bidirectional:
-            i0, i1 = g.const("zero", np.array(0, np.int64)), g.const("one", np.array(1, np.int64))
-            fwd = g.op("Gather", [source, i0], axis=axis)
-            bwd = g.op("Gather", [source, i1], axis=axis)
-            h = _merge(g, fwd, bwd, cfg.bidirectional)
-        else:
-            h = g.op("Squeeze", [source, g.const("axis", np.array([axis], np.int64))])
-            if sequences and cfg.go_backwards:
-                # Keras returns a go_backwards sequence in processing (reversed) order;
-                # ONNX aligns it with the input.
-                starts = g.const("starts", np.array([-1], np.int64))
-                ends = g.const("ends", np.array([np.iinfo(np.int64).min], np.int64))
-                axes = g.const("axes", np.array([0], np.int64))
-                steps = g.const("steps", np.array([-1], np.int64))
-                h = g.op("Slice", [h, starts, ends, axes, steps])
-    if config.return_sequences:
-        h = g.op("Transpose", [h], perm=[1, 0, 2])  # back to (B, T, F)
-    y = g.op("MatMul", [h, g.const("head_kernel", np.asarray(params.head.kernel, dtype))])
-    if params.head.bias is not None:
-        y = g.op("Add", [y, g.const("head_bias", np.asarray(params.head.bias, dtype))])
-    y = _head_activation(g, y, config.head_activation)
+    y = _model_nodes(g, config, params, "x", lens)
     out_shape = (
         ["batch", "steps", config.output_size]
         if config.return_sequences
@@ -297,5 +321,202 @@ def to_onnx(
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="jlstm"
     )
+    onnx.checker.check_model(model)
+    return model
+
+
+# -- a forecaster (pipeline + model in original units) as one ONNX graph ----------------------
+
+_ONNX_INT = 7  # onnx.TensorProto.INT64: dates and series indices
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+class OnnxOps:
+    """``jlstm.forecaster``'s array operations as ONNX nodes (values are tensor names).
+
+    Float constants are made in the model's dtype, integer ones in int64 (the dates'
+    and series indices' type). ``model`` adds one subgraph per ensemble member.
+    """
+
+    def __init__(self, g: OnnxGraph, forecaster):
+        self.g = g
+        self.forecaster = forecaster
+
+    def _i64(self, values) -> str:
+        return self.g.const("i", np.asarray(values, np.int64))
+
+    def _int(self, b) -> str:
+        return self._i64(b) if isinstance(b, int | np.integer) else b
+
+    def const(self, value):
+        return self.g.const("c", np.asarray(value, self.g.dtype))
+
+    def add(self, a, b):
+        return self.g.op("Add", [a, b])
+
+    def sub(self, a, b):
+        return self.g.op("Sub", [a, b])
+
+    def mul(self, a, b):
+        return self.g.op("Mul", [a, b])
+
+    def div(self, a, b):
+        return self.g.op("Div", [a, b])
+
+    def maximum(self, a, b):
+        return self.g.op("Max", [a, b])
+
+    def log(self, a):
+        return self.g.op("Log", [a])
+
+    def exp(self, a):
+        return self.g.op("Exp", [a])
+
+    def sqrt(self, a):
+        return self.g.op("Sqrt", [a])
+
+    def sin(self, a):
+        return self.g.op("Sin", [a])
+
+    def cos(self, a):
+        return self.g.op("Cos", [a])
+
+    def last_step(self, z):
+        return self.g.op("Slice", [z, self._i64([-1]), self._i64([_INT64_MAX]), self._i64([1])])
+
+    def mean_steps(self, z):
+        return self.g.op("ReduceMean", [z], axes=[1], keepdims=1)
+
+    def rows(self, table, index):
+        rows = self.g.op("Gather", [self.const(table), index], axis=0)  # (B, K)
+        return self.g.op("Unsqueeze", [rows, self._i64([1])])
+
+    def unsqueeze_last(self, a):
+        return self.g.op("Unsqueeze", [a, self._i64([-1])])
+
+    def concat_last(self, values):
+        return self.g.op("Concat", list(values), axis=-1)
+
+    def iadd(self, a, b):
+        return self.g.op("Add", [a, self._int(b)])
+
+    def isub(self, a, b):
+        return self.g.op("Sub", [a, self._int(b)])
+
+    def imul(self, a, b):
+        return self.g.op("Mul", [a, self._int(b)])
+
+    def idiv(self, a, b):
+        # ONNX integer Div truncates toward zero: floor division for the non-negative
+        # operands the forecaster's calendar arithmetic uses.
+        return self.g.op("Div", [a, self._int(b)])
+
+    def imod(self, a, b):
+        return self.g.op("Mod", [a, self._int(b)])
+
+    def to_float(self, a):
+        return self.g.op("Cast", [a], to=_DTYPES[np.dtype(self.g.dtype).name])
+
+    def model(self, x):
+        fc = self.forecaster
+        if fc.members is None:
+            members = [fc.params]
+        else:
+            members = [_member(fc.params, i) for i in range(fc.members)]
+        outs = [
+            self.g.op(
+                "Unsqueeze", [_model_nodes(self.g, fc.config, p, x, None, f"m{i}_"), self._i64([0])]
+            )
+            for i, p in enumerate(members)
+        ]
+        return outs[0] if len(outs) == 1 else self.g.op("Concat", outs, axis=0)  # (M, B, O)
+
+    def heads(self, y, shape):
+        return self.g.op("Reshape", [y, self._i64([0, 0, *shape])])
+
+    def sort_last(self, y):
+        size = len(self.forecaster.quantiles)
+        values, _ = self.g.op("TopK", [y, self._i64([size])], n_out=2, axis=-1, largest=0, sorted=1)
+        return values
+
+    def mean_members(self, y):
+        return self.g.op("ReduceMean", [y], axes=[0], keepdims=0)
+
+    def squeeze_last(self, y):
+        return self.g.op("Squeeze", [y, self._i64([-1])])
+
+
+def _member(params, i: int):
+    from ..ensemble import member
+
+    return member(params, i)
+
+
+def forecaster_to_onnx(forecaster, *, opset: int = OPSET, name: str = "jlstm_forecaster"):
+    """The ONNX model of a ``jlstm.forecaster.Forecaster``: original units in and out.
+
+    Inputs (named as ``forecaster.input_names``): ``history`` ``(batch, steps, K)``,
+    ``covariates`` ``(batch, steps, C)`` in the model's float type, ``dates``
+    ``(batch, steps)`` int64 (``forecaster.signature()["inputs"]["dates"]["encoding"]``),
+    ``series`` ``(batch,)`` int64. Outputs: ``forecast`` (and ``spread`` for an ensemble).
+    The signature is stored as JSON in ``metadata_props["jlstm.signature"]``.
+
+    Raises:
+        ValueError: a transform or model option ONNX cannot express; the message names
+            it and says that the jax format can.
+    """
+    import json
+
+    import onnx
+    from onnx import helper
+
+    from ..forecaster import run_program
+
+    for transform in forecaster.unsupported("onnx"):
+        raise ValueError(
+            f"the {transform!r} transform cannot be expressed in ONNX; export with "
+            "--format jax (jlstm.export.export_forecaster(..., format='jax'))"
+        )
+    config = forecaster.config
+    members = (
+        [forecaster.params]
+        if forecaster.members is None
+        else [_member(forecaster.params, i) for i in range(forecaster.members)]
+    )
+    try:
+        for p in members:
+            _check(config, p, False)
+    except ValueError as err:
+        raise ValueError(f"{err}; --format jax can export this model") from None
+    elem = _DTYPES[config.param_dtype]
+    signature = forecaster.signature(date_dtype="int64")
+    g = OnnxGraph(np.dtype(config.param_dtype))
+    inputs = []
+    for key, spec in signature["inputs"].items():
+        kind = elem if spec["dtype"] == config.param_dtype else _ONNX_INT
+        info = helper.make_tensor_value_info(key, kind, spec["shape"])
+        info.doc_string = spec["meaning"]
+        inputs.append(info)
+    try:
+        ops = OnnxOps(g, forecaster)
+        outputs = run_program(forecaster, ops, {k: k for k in signature["inputs"]})
+    except ValueError as err:  # a model option ONNX cannot express (names it)
+        raise ValueError(f"{err}; --format jax can export this model") from None
+    infos = []
+    for key, value in outputs.items():
+        g.nodes.append(helper.make_node("Identity", [value], [key]))
+        spec = signature["outputs"][key]
+        info = helper.make_tensor_value_info(key, elem, spec["shape"])
+        info.doc_string = spec["meaning"]
+        infos.append(info)
+    graph = helper.make_graph(g.nodes, name, inputs, infos, initializer=g.initializers)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="jlstm"
+    )
+    model.doc_string = (
+        "A jlstm forecaster: the run's data pipeline and model in one graph; inputs and "
+        "outputs in the series' original units. Signature: metadata_props['jlstm.signature']."
+    )
+    helper.set_model_props(model, {"jlstm.signature": json.dumps(signature, allow_nan=False)})
     onnx.checker.check_model(model)
     return model
