@@ -59,9 +59,7 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results")
 WHEELS = {"pmdarima": "pmdarima==2.1.1", "sktime": "sktime==1.2.0"}
 GROUPS = ("dev", "held-out", "builtin")
 BUILTINS = ("airline_passengers", "co2_mauna_loa_weekly", "sunspots_yearly", "nile")
-MACRO = (
-    "realgdp realcons realinv realgovt realdpi cpi m1 tbilrate unemp pop infl realint".split()
-)
+MACRO = "realgdp realcons realinv realgovt realdpi cpi m1 tbilrate unemp pop infl realint".split()
 WITHIN = 1.1
 
 
@@ -152,8 +150,13 @@ def prepare(folder: str, groups: tuple[str, ...]) -> list[dict]:
             add("dev", col, dates, [float(r[k]) for r in body], "statsmodels macrodata")
         rows = _statsmodels_csv("elnino", "elnino.csv")
         values = [float(v) for r in rows[1:] for v in r[1:]]
-        add("dev", "elnino", _months(int(float(rows[1][0])), 1, len(values)), values,
-            "statsmodels elnino (Nino 1+2 SST, monthly)")
+        add(
+            "dev",
+            "elnino",
+            _months(int(float(rows[1][0])), 1, len(values)),
+            values,
+            "statsmodels elnino (Nino 1+2 SST, monthly)",
+        )
     if "held-out" in groups:
         for member, start, kind in (
             ("austres", (1971, 1), "q"),
@@ -169,19 +172,34 @@ def prepare(folder: str, groups: tuple[str, ...]) -> list[dict]:
         dates = _quarters(1974, 1, len(body))
         for col in ("lrm", "lry", "lpy"):
             k = head.index(col)
-            add("held-out", f"danish_{col}", dates, [float(r[k]) for r in body],
-                "statsmodels danish_data")
+            add(
+                "held-out",
+                f"danish_{col}",
+                dates,
+                [float(r[k]) for r in body],
+                "statsmodels danish_data",
+            )
         rows = _statsmodels_csv("interest_inflation", "E6.csv")
         head, body = rows[0], rows[1:]
         dates = _quarters(int(body[0][0]), int(body[0][1]), len(body))
         for col in ("Dp", "R"):
             k = head.index(col)
-            add("held-out", f"e6_{col}", dates, [float(r[k]) for r in body],
-                "statsmodels interest_inflation")
+            add(
+                "held-out",
+                f"e6_{col}",
+                dates,
+                [float(r[k]) for r in body],
+                "statsmodels interest_inflation",
+            )
         rows = _statsmodels_csv("elec_equip", "elec_equip.csv")
         values = [float(r[1]) for r in rows[1:]]
-        add("held-out", "elec_equip", _months(1995, 1, len(values)), values,
-            "statsmodels elec_equip")
+        add(
+            "held-out",
+            "elec_equip",
+            _months(1995, 1, len(values)),
+            values,
+            "statsmodels elec_equip",
+        )
         rows = _sktime_csv("seatbelts/seatbelts.csv")
         values = [float(r[1]) for r in rows[1:]]
         add("held-out", "seatbelts_ksi", _months(1969, 1, len(values)), values, "sktime seatbelts")
@@ -191,8 +209,13 @@ def prepare(folder: str, groups: tuple[str, ...]) -> list[dict]:
         rows = _sktime_csv("Uschange/Uschange.csv")
         k = rows[0].index("Consumption")
         values = [float(r[k]) for r in rows[1:]]
-        add("held-out", "uschange_consumption", _quarters(1970, 1, len(values)), values,
-            "sktime Uschange")
+        add(
+            "held-out",
+            "uschange_consumption",
+            _quarters(1970, 1, len(values)),
+            values,
+            "sktime Uschange",
+        )
         rows = _sktime_csv("Lynx/Lynx.csv")
         values = [float(r[1]) for r in rows[1:]]
         add("held-out", "lynx", [str(1821 + i) for i in range(len(values))], values, "sktime Lynx")
@@ -202,12 +225,18 @@ def prepare(folder: str, groups: tuple[str, ...]) -> list[dict]:
         for code in ("USA", "IND", "BRA", "KOR"):
             row = next(r for r in rows[1:] if r[1] == code)
             pairs = [(head[i], float(row[i])) for i in years if row[i].strip()]
-            add("held-out", f"fertility_{code}", [p[0] for p in pairs], [p[1] for p in pairs],
-                "statsmodels fertility (World Bank)")
+            add(
+                "held-out",
+                f"fertility_{code}",
+                [p[0] for p in pairs],
+                [p[1] for p in pairs],
+                "statsmodels fertility (World Bank)",
+            )
     if "builtin" in groups:
         for name in BUILTINS:
-            specs.append({"group": "builtin", "series": name, "dataset": name,
-                          "source": "jlstm built-in"})
+            specs.append(
+                {"group": "builtin", "series": name, "dataset": name, "source": "jlstm built-in"}
+            )
     return specs
 
 
@@ -216,7 +245,7 @@ def prepare(folder: str, groups: tuple[str, ...]) -> list[dict]:
 
 def run_one(spec: dict, extra: list[str], workdir: str) -> dict:
     out = os.path.join(workdir, "runs", spec["series"])
-    cmd = [sys.executable, "-m", "jlstm", "train", "--out", out, "--quiet", "--no-plot"]
+    cmd = [sys.executable, "-m", "jlstm.cli", "train", "--out", out, "--quiet", "--no-plot"]
     if "dataset" in spec:
         cmd += ["--dataset", spec["dataset"]]
     else:
@@ -287,17 +316,23 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "",
     ]
     summary = summarise(rows)
-    lines += ["| group | series | within 1.1x of best naive | beats best naive | failed |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "| group | series | within 1.1x of best naive | beats best naive | failed |",
+        "|---|---|---|---|---|",
+    ]
     for group, s in summary.items():
         lines.append(
             f"| {group} | {s['series']} | {s['within_1.1x']} | {s['beats']} | {s['failed']} |"
         )
     for group in summary:
-        lines += ["", f"## {group}", "",
-                  "| series | rows | season | steps | transform | model | persistence | "
-                  "seasonal naive | ratio | val ratio | warned |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {group}",
+            "",
+            "| series | rows | season | steps | transform | model | persistence | "
+            "seasonal naive | ratio | val ratio | warned |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             if r["group"] != group:
                 continue
@@ -371,8 +406,10 @@ def main(argv=None) -> int:
     text = markdown(rows, meta)
     for name, content in (
         (f"{stem}.md", text),
-        (f"{stem}.json", json.dumps({"meta": meta, "summary": summarise(rows), "rows": rows},
-                                    indent=1) + "\n"),
+        (
+            f"{stem}.json",
+            json.dumps({"meta": meta, "summary": summarise(rows), "rows": rows}, indent=1) + "\n",
+        ),
     ):
         path = os.path.join(out, name)
         with open(path + ".tmp", "w", encoding="utf-8") as f:

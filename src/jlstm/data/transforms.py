@@ -238,7 +238,7 @@ def _adf_design(x: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
     return dx[lags:], design
 
 
-def adf(x: np.ndarray, *, max_lag: int | None = None) -> TestResult:
+def adf(x: np.ndarray, *, max_lag: int | None = None, lags: int | None = None) -> TestResult:
     """The augmented Dickey-Fuller t statistic (constant, no trend), lag order by AIC.
 
     Regresses ``dx_t`` on ``x_{t-1}``, ``p`` lagged differences and a constant; the
@@ -251,10 +251,17 @@ def adf(x: np.ndarray, *, max_lag: int | None = None) -> TestResult:
         x: ``(n,)`` series, ``n >= 8``.
         max_lag: default ``ceil(12 (n / 100)^(1/4))`` (Schwert 1989), at most
             ``n // 2 - 2``.
+        lags: a fixed lag order instead of the AIC choice.
     """
     x = _as_series(x, 8, "adf")
     n = len(x)
     limit = n // 2 - 2
+    if lags is not None:
+        if not 0 <= lags <= limit:
+            raise DataError(f"adf lags must be in [0, {limit}] for {n} values, got {lags}")
+        y, design = _adf_design(x, lags)
+        coef, _, se = _ols(y, design)
+        return TestResult(float(coef[0] / se[0]), lags, adf_critical(len(y)))
     if max_lag is None:
         max_lag = min(limit, math.ceil(12.0 * (n / 100.0) ** 0.25))
     elif not 0 <= max_lag <= limit:

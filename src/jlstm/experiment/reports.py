@@ -128,7 +128,12 @@ def baseline_warning(exp, scores) -> str | None:
     pipeline, settings = exp.pipeline, exp.settings
     cfg = pipeline.config
     words = {"val": "validation", "test": "test"}
-    parts = [f"{name} on {words[split]} (RMSE {m:.4g} vs {b:.4g})" for split, name, m, b in lost]
+    parts = []
+    for name in dict.fromkeys(name for _, name, _, _ in lost):
+        mine = [(words[sp], m, b) for sp, n, m, b in lost if n == name]
+        splits = " and ".join(w for w, _, _ in mine)
+        rmse = ", ".join(f"{w} RMSE {m:.4g} vs {b:.4g}" for w, m, b in mine)
+        parts.append(f"{name} on {splits} ({rmse})")
     fixes = []
     mode = cfg.window_mode
     positive = bool(np.all(exp.series.values > 0))
@@ -159,7 +164,7 @@ def baseline_warning(exp, scores) -> str | None:
     if settings.ensemble == 1:
         fixes.append("--ensemble 5 (the mean of 5 seeds)")
     return (
-        f"warning: the model does not beat {'; '.join(parts)} with transform "
+        f"warning: the model does not beat {' nor '.join(parts)} with transform "
         f"{cfg.transform}, {cfg.steps} steps; try {'; '.join(fixes)}"
     )
 

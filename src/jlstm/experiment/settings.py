@@ -235,16 +235,19 @@ def _feature(**kw):
 
 
 def _check_transform_flags(given: Mapping[str, Any]) -> None:
-    """A named transform and explicit ``log``/``delta`` values must agree."""
+    """A named transform and explicit ``log``/``delta`` values must agree.
+
+    ``--log`` or ``--delta`` add to a transform (``--transform delta --log`` is
+    ``log_delta``, as in ``FeatureConfig``); ``--no-log``/``--no-delta`` against a
+    transform that has that part, and ``--delta`` with ``revin``, are contradictions.
+    """
     log, window = split_transform(given["transform"])
     for name, wanted in (("log", log), ("delta", window == "delta")):
         value = given.get(name)
-        if value is None or value == wanted:
+        if value is None or value == wanted or (value and window != "revin"):
             continue
-        if value and name == "delta" and window == "revin":
+        if value:
             fix = "drop --delta (revin normalises each window itself)"
-        elif value:
-            fix = f"drop --{name}, or use --transform {_with(log, window, name)}"
         else:
             fix = f"drop --no-{name}, or use --transform {_with(log, window, name, False)}"
         raise SettingsError(
