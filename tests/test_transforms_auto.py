@@ -87,7 +87,7 @@ def test_kpss_matches_statsmodels(stattools, name):
 @pytest.mark.parametrize("name", sorted(SERIES))
 def test_adf_matches_statsmodels(stattools, name):
     x = SERIES[name]
-    stat, _, used, nobs, crit, _ = stattools.adfuller(
+    stat, _, used, _, crit, _ = stattools.adfuller(
         x, regression="c", autolag="AIC", result_object=False
     )
     ours = adf(x)
