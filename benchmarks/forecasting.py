@@ -16,8 +16,9 @@ Series (none of them is in jlstm's own datasets):
   equipment orders (statsmodels), UK road casualties and shampoo sales (sktime), US
   consumption growth (sktime; stationary), lynx trappings (sktime; cyclic), and the
   fertility rates of four countries (statsmodels, World Bank).
-* ``builtin``: jlstm's own datasets with their curated preprocessing
-  (``--dataset NAME``): they must keep their results.
+* ``builtin``: jlstm's own single-series datasets with their curated preprocessing
+  (``--dataset NAME``): they must keep their results. (``us_real_gdp_quarterly`` and
+  ``elnino_nino12_monthly`` are the dev set's ``realgdp`` and ``elnino``, shipped.)
 
 Data come from ``statsmodels`` (installed: ``pip install statsmodels``) and from the
 ``pmdarima`` and ``sktime`` wheels, downloaded once with ``pip download --no-deps``
@@ -58,7 +59,14 @@ CACHE = os.path.join(ROOT, "benchmarks", ".cache")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 WHEELS = {"pmdarima": "pmdarima==2.1.1", "sktime": "sktime==1.2.0"}
 GROUPS = ("dev", "held-out", "builtin")
-BUILTINS = ("airline_passengers", "co2_mauna_loa_weekly", "sunspots_yearly", "nile")
+BUILTINS = (
+    "airline_passengers",
+    "co2_mauna_loa_weekly",
+    "sunspots_yearly",
+    "nile",
+    "us_real_gdp_quarterly",
+    "elnino_nino12_monthly",
+)
 MACRO = "realgdp realcons realinv realgovt realdpi cpi m1 tbilrate unemp pop infl realint".split()
 WITHIN = 1.1
 
