@@ -70,7 +70,7 @@ def test_macro_panel_invariants():
 
 
 def test_panel_needs_a_series_and_a_single_series_refuses_one():
-    with pytest.raises(DataError, match="panel of 12 series.*pick one of"):
+    with pytest.raises(DataError, match=r"panel of 12 series.*pick one of"):
         load_dataset("us_macro_quarterly")
     with pytest.raises(DataError, match="has no series 'gdp'"):
         load_dataset("us_macro_quarterly", series="gdp")
