@@ -370,7 +370,16 @@ def main(argv=None) -> int:
     parser.add_argument("--extra", default="", help="flags added to every `jlstm train`")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--out", default=None, help="results folder (default: see above)")
+    parser.add_argument(
+        "--combine",
+        default="",
+        help="comma-separated .json files of earlier runs with the same --extra flags whose "
+        "groups together make a whole run (e.g. dev, then held-out,builtin): write their "
+        "rows as one result, in benchmarks/results/ when they cover every group; runs nothing",
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        return _combine(args.combine.split(","), args.out)
     groups = tuple(g for g in args.groups.split(",") if g)
     bad = set(groups) - set(GROUPS)
     if bad:
@@ -406,11 +415,41 @@ def main(argv=None) -> int:
         "load_average": os.getloadavg(),
         "wall_seconds": round(time.time() - started, 1),
     }
-    os.makedirs(out, exist_ok=True)
     stem = "forecasting"
     if not whole and args.out is None:  # scratch runs of different flags sit side by side
         tag = "-".join([*groups, *extra]).replace("--", "").replace(" ", "")
         stem += "-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)
+    _write(out, stem, rows, meta)
+    return 0
+
+
+def _combine(paths: list[str], out: str | None) -> int:
+    parts = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            parts.append(json.load(f))
+    extras = {tuple(p["meta"]["extra"]) for p in parts}
+    if len(extras) != 1:
+        raise SystemExit(f"--combine: the runs added different flags {sorted(extras)}")
+    rows = [row for p in parts for row in p["rows"]]
+    groups = {row["group"] for row in rows}
+    names = [(row["group"], row["series"]) for row in rows]
+    if len(set(names)) != len(names):
+        raise SystemExit("--combine: a series appears in two runs")
+    whole = groups == set(GROUPS) and not extras.pop()
+    rows.sort(key=lambda r: GROUPS.index(r["group"]))
+    meta = dict(parts[-1]["meta"])
+    meta["command"] = "; ".join(p["meta"]["command"] for p in parts) + " (combined)"
+    meta["combined"] = [p["meta"] for p in parts]
+    meta["wall_seconds"] = round(sum(p["meta"]["wall_seconds"] for p in parts), 1)
+    _write(
+        out or (RESULTS if whole else os.path.join(RESULTS, "scratch")), "forecasting", rows, meta
+    )
+    return 0
+
+
+def _write(out: str, stem: str, rows: list[dict], meta: dict) -> None:
+    os.makedirs(out, exist_ok=True)
     text = markdown(rows, meta)
     for name, content in (
         (f"{stem}.md", text),
@@ -425,7 +464,6 @@ def main(argv=None) -> int:
         os.replace(path + ".tmp", path)
     print(text)
     print(f"wrote {out}/{stem}.md and .json")
-    return 0
 
 
 if __name__ == "__main__":
