@@ -194,7 +194,12 @@ OPTIONS = (
         "N",
     ),
     # features
-    Option("steps", parse_int, "past rows per input window (default 4)", "N"),
+    Option(
+        "steps",
+        parse_int,
+        "past rows per input window (default 4; 12 for your own monthly data when it fits)",
+        "N",
+    ),
     Option("horizon", parse_int, "rows forecast per window (> 1: direct multi-output head)", "N"),
     Option("stride", parse_int, "rows between windows", "N"),
     Option("val_size", _size, "validation rows before the test rows (count or fraction)", "SIZE"),
@@ -213,7 +218,8 @@ OPTIONS = (
     Option(
         "calendar",
         _list(_text),
-        f"calendar inputs from the dates: {_choices(CALENDAR_FEATURES)} (or none)",
+        f"calendar inputs from the dates: {_choices(CALENDAR_FEATURES)} (or none; default "
+        "none, month for your own monthly data)",
         "LIST",
     ),
     # model

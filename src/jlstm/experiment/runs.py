@@ -126,6 +126,7 @@ class Experiment(NamedTuple):
             DataError, SettingsError: bad data or settings (nothing written).
         """
         series = load_series(settings.source()) if series is None else series
+        settings = settings.with_data_defaults(series)
         season = settings.season or _default_season(settings, series)
         if pipeline is None:
             pipeline = Pipeline.fit(series, settings.feature_config(), season=season)

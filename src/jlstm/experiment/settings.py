@@ -13,9 +13,12 @@ from ..data import (
     DataError,
     FeatureConfig,
     Pipeline,
+    Series,
     compose_transform,
     dataset_info,
+    date_step,
     feature_defaults,
+    split_bounds,
     split_transform,
 )
 from ..model import ModelConfig
@@ -68,7 +71,7 @@ class Settings:
     fill: str = _in("data", "error")
     season: int | None = _in("data", None)
     # features
-    steps: int = _in("features", 4)
+    steps: int | None = _in("features", None)
     horizon: int = _in("features", 1)
     stride: int = _in("features", 1)
     val_size: int | float = _in("features", 0.15)
@@ -76,7 +79,7 @@ class Settings:
     scaler: str = _in("features", "standard")
     log: bool = _in("features", False)
     delta: bool = _in("features", False)
-    calendar: tuple[str, ...] = _in("features", ())
+    calendar: tuple[str, ...] | None = _in("features", None)
     transform: str | None = _in("features", None)
     # model
     layers: tuple[int, ...] = _in("model", (64, 32, 16))
@@ -178,9 +181,37 @@ class Settings:
         data.setdefault("transform", "none")  # runs from before `auto`: log/delta only
         return cls(**data)
 
+    def with_data_defaults(self, series: Series) -> Settings:
+        """``steps`` and ``calendar`` left ``None`` resolved for ``series``.
+
+        Your own data with monthly dates gets a window of 12 steps (one season, when
+        every split can hold it) and the month of year as an input; anything else 4 steps
+        and no calendar inputs. (On monthly seasonal series, 4 steps could not see the
+        season: seasonal naive won; see docs/forecasting-defaults.md.)
+        """
+        if self.steps is not None and self.calendar is not None:
+            return self
+        monthly = self.data is not None and date_step(series.dates) == ("M", 1)
+        calendar = self.calendar
+        if calendar is None:
+            calendar = ("month",) if monthly else ()
+        steps = self.steps
+        if steps is None:
+            steps = 4
+            if monthly:
+                try:
+                    split_bounds(
+                        len(series), self.val_size, self.test_size, steps=12, horizon=self.horizon
+                    )
+                    steps = 12
+                except DataError:
+                    pass  # too short for 12-step windows in every split: keep 4
+        return dataclasses.replace(self, steps=steps, calendar=calendar)
+
     def feature_config(self) -> FeatureConfig:
+        """The ``FeatureConfig`` (``steps``/``calendar`` still ``None``: 4 and none)."""
         return FeatureConfig(
-            steps=self.steps,
+            steps=4 if self.steps is None else self.steps,
             horizon=self.horizon,
             stride=self.stride,
             val_size=self.val_size,
@@ -188,7 +219,7 @@ class Settings:
             scaler=self.scaler,
             log=self.log,
             delta=self.delta,
-            calendar=self.calendar,
+            calendar=() if self.calendar is None else self.calendar,
             transform=self.transform,
         )
 
@@ -299,7 +330,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
         v in FILL_POLICIES or _raise(f"fill must be one of {', '.join(FILL_POLICIES)}, got {v!r}")
     ),
     "season": lambda v: v is None or check_int("season", v, 1, 1_000_000),
-    "steps": lambda v: _feature(steps=v),
+    "steps": lambda v: v is None or _feature(steps=v),
     "horizon": lambda v: _feature(horizon=v),
     "stride": lambda v: _feature(stride=v),
     "val_size": lambda v: _size("val_size", v),
@@ -307,7 +338,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "scaler": lambda v: _feature(scaler=v),
     "log": lambda v: _feature(log=v),
     "delta": lambda v: _feature(delta=v),
-    "calendar": lambda v: _feature(calendar=v),
+    "calendar": lambda v: v is None or _feature(calendar=v),
     "transform": lambda v: v is None or _feature(transform=v),
     "layers": lambda v: _model(layer_sizes=v),
     "dropout": lambda v: _model(dropout=v),
