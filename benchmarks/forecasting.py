@@ -375,7 +375,9 @@ def main(argv=None) -> int:
         default="",
         help="comma-separated .json files of earlier runs with the same --extra flags whose "
         "groups together make a whole run (e.g. dev, then held-out,builtin): write their "
-        "rows as one result, in benchmarks/results/ when they cover every group; runs nothing",
+        "rows as one result, in benchmarks/results/ when they cover every group; a later "
+        "file's row replaces an earlier one's of the same series (kept under replaced_rows); "
+        "runs nothing",
     )
     args = parser.parse_args(argv)
     if args.combine:
@@ -431,17 +433,25 @@ def _combine(paths: list[str], out: str | None) -> int:
     extras = {tuple(p["meta"]["extra"]) for p in parts}
     if len(extras) != 1:
         raise SystemExit(f"--combine: the runs added different flags {sorted(extras)}")
-    rows = [row for p in parts for row in p["rows"]]
+    # A later run replaces an earlier one's row of the same series (a rerun after a change
+    # of the code that affects only those series); the replaced rows stay in the JSON.
+    by_name: dict[tuple[str, str], dict] = {}
+    replaced = []
+    for p in parts:
+        for row in p["rows"]:
+            key = (row["group"], row["series"])
+            if key in by_name:
+                replaced.append(by_name[key])
+            by_name[key] = row
+    rows = list(by_name.values())
     groups = {row["group"] for row in rows}
-    names = [(row["group"], row["series"]) for row in rows]
-    if len(set(names)) != len(names):
-        raise SystemExit("--combine: a series appears in two runs")
     whole = groups == set(GROUPS) and not extras.pop()
     rows.sort(key=lambda r: GROUPS.index(r["group"]))
     meta = dict(parts[-1]["meta"])
     meta["command"] = "; ".join(p["meta"]["command"] for p in parts) + " (combined)"
     meta["combined"] = [p["meta"] for p in parts]
     meta["wall_seconds"] = round(sum(p["meta"]["wall_seconds"] for p in parts), 1)
+    meta["replaced_rows"] = replaced
     _write(
         out or (RESULTS if whole else os.path.join(RESULTS, "scratch")), "forecasting", rows, meta
     )

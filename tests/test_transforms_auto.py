@@ -244,6 +244,20 @@ def test_settings_transform_precedence(tmp_path):
             Settings.resolve({"data": data, **given})
 
 
+def test_monthly_own_data_gets_a_season_long_window_and_the_month(tmp_path):
+    from jlstm.experiment import Experiment
+
+    long = _write_csv(tmp_path / "long.csv", _ar1(0, n=150))
+    exp = Experiment.build(Settings.resolve({"data": long}))
+    assert (exp.settings.steps, exp.settings.calendar) == (12, ("month",))
+    assert exp.pipeline.config.steps == 12 and exp.pipeline.input_size == 3
+    given = Experiment.build(Settings.resolve({"data": long, "steps": 6, "calendar": ()}))
+    assert (given.settings.steps, given.settings.calendar) == (6, ())  # given values win
+    short = _write_csv(tmp_path / "short.csv", _ar1(0, n=40))  # splits too short for 12
+    assert Experiment.build(Settings.resolve({"data": short})).settings.steps == 4
+    assert Experiment.build(Settings.resolve({"dataset": "nile"})).settings.steps == 4
+
+
 def test_stored_settings_from_before_auto_keep_their_transform():
     stored = Settings(dataset="nile").to_dict()
     del stored["transform"]
