@@ -46,7 +46,8 @@ def one_step(
     params: ModelParams, config: ModelConfig, pipeline: Pipeline, windows: Windows
 ) -> np.ndarray:
     """Forecasts ``(N, horizon, K)`` float64 in original units for every window of a split."""
-    return pipeline.to_original(predict_windows(params, config, windows.x), windows.last)
+    out = predict_windows(params, config, windows.x)
+    return pipeline.to_original(out, windows.last, windows.scale)
 
 
 def _dates_after(series: Series, origin: int, n: int) -> np.ndarray | None:
@@ -91,8 +92,8 @@ def direct(
     rows = slice(origin - pipeline.config.steps + 1, origin + 1)
     levels = pipeline.levels(series.values[rows])
     extras = pipeline.extras(series.covariates[rows], _rows(series.dates, rows))
-    x, last = pipeline.encode(levels[None], extras[None])
-    return pipeline.to_original(predict_windows(params, config, x), last)[0]
+    x, last, scale = pipeline.encode(levels[None], extras[None])
+    return pipeline.to_original(predict_windows(params, config, x), last, scale)[0]
 
 
 def _rows(dates: np.ndarray | None, rows: slice) -> np.ndarray | None:
@@ -141,7 +142,7 @@ def recursive(
         lo = call * cfg.horizon
         window = np.asarray(levels[lo : lo + cfg.steps])
         extras = pipeline.extras(covs, _rows(dates, slice(lo, lo + cfg.steps)))
-        x, last = pipeline.encode(window[None], extras[None])
-        levels.extend(pipeline.to_levels(predict_windows(params, config, x), last)[0])
+        x, last, scale = pipeline.encode(window[None], extras[None])
+        levels.extend(pipeline.to_levels(predict_windows(params, config, x), last, scale)[0])
     forecast = np.asarray(levels[cfg.steps : cfg.steps + n])
     return pipeline.from_levels(forecast)

@@ -185,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-plot", dest="plot", action="store_false", help="do not write forecast.png"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--require-beat",
+        action="store_true",
+        help="exit 1 (after writing the whole run) when the model's RMSE does not beat every "
+        "naive baseline on validation and test, for pipelines; the warning says why",
+    )
     _scale_arguments(train)
     add_options(train)
     train.set_defaults(func=commands.train)

@@ -81,6 +81,15 @@ def train(args: argparse.Namespace) -> int:
         print(note)
     if result.files:
         print(f"wrote {result.out}{os.sep}: {' '.join(result.files)}")
+    if result.warning:
+        print(result.warning, file=sys.stderr)
+        if args.require_beat:
+            print(
+                "jlstm train: --require-beat: the model does not beat every baseline "
+                f"(run kept in {result.out})",
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 
@@ -92,6 +101,8 @@ def evaluate(args: argparse.Namespace) -> int:
         print(
             score_table(_title(result.report, split), result.scores[split], result.report["season"])
         )
+    if result.warning:
+        print(result.warning, file=sys.stderr)
     if args.out:
         path = os.path.join(args.out, "metrics.json")
         write_metrics(path, result.report)

@@ -25,7 +25,7 @@ import tomllib
 from collections.abc import Callable
 from typing import Any
 
-from ..data import CALENDAR_FEATURES, FILL_POLICIES, SCALERS
+from ..data import CALENDAR_FEATURES, FILL_POLICIES, SCALERS, TRANSFORMS
 from ..experiment import GROUPS, Settings, SettingsError, check_setting
 from ..train import LOSSES, MAX_SEED, OPTIMIZERS, SCHEDULES
 
@@ -194,18 +194,32 @@ OPTIONS = (
         "N",
     ),
     # features
-    Option("steps", parse_int, "past rows per input window (default 4)", "N"),
+    Option(
+        "steps",
+        parse_int,
+        "past rows per input window (default 4; 12 for your own monthly data when it fits)",
+        "N",
+    ),
     Option("horizon", parse_int, "rows forecast per window (> 1: direct multi-output head)", "N"),
     Option("stride", parse_int, "rows between windows", "N"),
     Option("val_size", _size, "validation rows before the test rows (count or fraction)", "SIZE"),
     Option("test_size", _size, "test rows at the end: a count or a fraction", "SIZE"),
     Option("scaler", _text, f"{_choices(SCALERS)} (fitted on the training rows)", "KIND"),
+    Option(
+        "transform",
+        _text,
+        f"how the model sees the target: {_choices(TRANSFORMS)} (default: auto for your own "
+        "CSV, chosen by stationarity tests on the training rows; the dataset's for a "
+        "built-in); an explicit --log/--delta turns auto off",
+        "NAME",
+    ),
     Option("log", _bool, "model the log of the target", boolean=True),
     Option("delta", _bool, "model the change from the last input value", boolean=True),
     Option(
         "calendar",
         _list(_text),
-        f"calendar inputs from the dates: {_choices(CALENDAR_FEATURES)} (or none)",
+        f"calendar inputs from the dates: {_choices(CALENDAR_FEATURES)} (or none; default "
+        "none, month for your own monthly data)",
         "LIST",
     ),
     # model

@@ -13,6 +13,7 @@ to the series' own units.
 from .errors import DataError
 from .pipeline import (
     CALENDAR_FEATURES,
+    Encoded,
     FeatureConfig,
     Pipeline,
     Windows,
@@ -37,27 +38,46 @@ from .series import (
     parse_dates,
     season_from_dates,
 )
+from .transforms import (
+    REVIN_EPS,
+    TRANSFORMS,
+    TransformChoice,
+    adf,
+    choose_transform,
+    compose_transform,
+    kpss,
+    split_transform,
+    window_stats,
+)
 from .windows import SplitBounds, make_windows, split_bounds, window_count
 
 __all__ = [
     "CALENDAR_FEATURES",
     "DEFAULT_DATASET",
     "FILL_POLICIES",
+    "REVIN_EPS",
     "SCALERS",
+    "TRANSFORMS",
     "DataError",
     "DatasetInfo",
+    "Encoded",
     "FeatureConfig",
     "Pipeline",
     "Scaler",
     "Series",
     "SplitBounds",
+    "TransformChoice",
     "Windows",
+    "adf",
     "calendar_features",
+    "choose_transform",
+    "compose_transform",
     "dataset_info",
     "date_step",
     "feature_defaults",
     "fit_scaler",
     "future_dates",
+    "kpss",
     "list_datasets",
     "load_csv",
     "load_dataset",
@@ -65,6 +85,8 @@ __all__ = [
     "parse_dates",
     "season_from_dates",
     "split_bounds",
+    "split_transform",
     "window_count",
+    "window_stats",
     "window_targets",
 ]

@@ -11,9 +11,16 @@ The preprocessing, in order, each step optional and recorded in a
    ``sin, cos``; ``yearday``: day of year; ``weekday``; ``hour``), each a pair
    in ``[-1, 1]`` that needs no scaling.
 4. Cut each split segment into windows separately (no window spans two splits).
-5. ``delta``: express the target inputs and the targets relative to the last
-   input value, so the model forecasts the change from the last observation
-   (a trending series then looks stationary to the model).
+5. The window mode of the ``transform``: ``delta`` expresses the target inputs
+   and the targets relative to the last input value, so the model forecasts the
+   change from the last observation (a trending series then looks stationary to
+   the model); ``revin`` centres them on the window's own mean and divides by its
+   own standard deviation (``jlstm.data.transforms.window_stats``).
+
+The ``transform`` (``FeatureConfig.transform``) names steps 1 and 5 together:
+``none``, ``log``, ``delta``, ``log_delta``, ``revin``, ``log_revin``, or ``auto``,
+which ``Pipeline.fit`` resolves from the training rows
+(``jlstm.data.transforms.choose_transform``) and records with its evidence.
 
 ``Pipeline.to_original`` inverts steps 5, 2 and 1, so every metric is computed
 in the series' own units.
@@ -30,10 +37,20 @@ from ..validation import check_fields, check_int
 from .errors import DataError
 from .scalers import SCALERS, Scaler, fit_scaler
 from .series import Series
+from .transforms import (
+    AUTO,
+    TRANSFORMS,
+    TransformChoice,
+    choose_transform,
+    compose_transform,
+    split_transform,
+    window_stats,
+)
 from .windows import SplitBounds, make_windows, split_bounds
 
 __all__ = [
     "CALENDAR_FEATURES",
+    "Encoded",
     "FeatureConfig",
     "Pipeline",
     "Windows",
@@ -84,9 +101,15 @@ class FeatureConfig:
         val_size, test_size: rows (integer ``>= 1``) or fraction in ``(0, 1)`` of the
             series for the validation and test segments (the last rows are test).
         scaler: ``"standard"``, ``"minmax"`` or ``"none"``, fitted on train rows.
-        log: model the log of the targets.
-        delta: model the change relative to the last input value.
+        log: model the log of the targets (the ``log`` part of ``transform``).
+        delta: model the change relative to the last input value (``transform``'s
+            ``delta`` window mode).
         calendar: calendar features from the dates, names from ``CALENDAR_FEATURES``.
+        transform: ``none``, ``log``, ``delta``, ``log_delta``, ``revin``,
+            ``log_revin`` or ``auto`` (``Pipeline.fit`` chooses from the training
+            rows). ``log`` and ``delta`` add to it (``transform="delta", log=True``
+            is ``log_delta``) and are kept equal to its parts, so either spelling
+            reads the same; ``auto`` with either is an error (it chooses them).
     """
 
     steps: int = 4
@@ -98,6 +121,7 @@ class FeatureConfig:
     log: bool = False
     delta: bool = False
     calendar: tuple[str, ...] = ()
+    transform: str = "none"
 
     def __post_init__(self):
         calendar = self.calendar
@@ -118,6 +142,32 @@ class FeatureConfig:
         for name in ("log", "delta"):
             if not isinstance(getattr(self, name), bool):
                 raise DataError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.transform not in TRANSFORMS:
+            raise DataError(
+                f"unknown transform {self.transform!r}; use one of {', '.join(TRANSFORMS)}"
+            )
+        if self.transform == AUTO:
+            if self.log or self.delta:
+                raise DataError(
+                    "transform auto chooses log and delta itself: drop log/delta, or name "
+                    "the transform (e.g. log_delta)"
+                )
+            return
+        log, window = split_transform(self.transform)
+        if self.delta and window == "revin":
+            raise DataError(
+                f"transform {self.transform} and delta both normalise each window: drop "
+                "delta, or use transform delta"
+            )
+        window = "delta" if self.delta else window
+        object.__setattr__(self, "transform", compose_transform(log or self.log, window))
+        object.__setattr__(self, "log", log or self.log)
+        object.__setattr__(self, "delta", window == "delta")
+
+    @property
+    def window_mode(self) -> str:
+        """``"none"``, ``"delta"`` or ``"revin"`` (``"none"`` before ``auto`` is resolved)."""
+        return "none" if self.transform == AUTO else split_transform(self.transform)[1]
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -138,19 +188,36 @@ class Windows(NamedTuple):
 
     Attributes:
         x: ``(N, steps, D)`` float32 model inputs, ``D = K + C + 2 * len(calendar)``:
-            target levels (scaled; relative to the last one with ``delta``), then
-            scaled covariates, then calendar pairs.
+            target levels (scaled, then ``(level - last) / scale``), then scaled
+            covariates, then calendar pairs.
         y: ``(N, horizon, K)`` float32 model targets (same space as ``x``'s levels).
         origin: ``(N,)`` int64 row index of each window's last input row; the
             targets are rows ``origin + 1 .. origin + horizon``.
-        last: ``(N, K)`` float64 scaled target level at ``origin`` (what ``delta``
-            subtracted; zeros without ``delta``).
+        last: ``(N, K)`` float64 scaled level each window is centred on: the level at
+            ``origin`` with ``delta``, the window mean with ``revin``, else zeros.
+        scale: ``(N, K)`` float64 what each window is divided by: the window's
+            standard deviation with ``revin``, else ones (``None``: ones).
     """
 
     x: np.ndarray
     y: np.ndarray
     origin: np.ndarray
     last: np.ndarray
+    scale: np.ndarray | None = None
+
+
+class Encoded(NamedTuple):
+    """``Pipeline.encode``'s result: model inputs and the window statistics to invert them.
+
+    Attributes:
+        x: ``(N, steps, D)`` float32 model inputs.
+        last: ``(N, K)`` float64 centre of each window (see ``Windows.last``).
+        scale: ``(N, K)`` float64 scale of each window (see ``Windows.scale``).
+    """
+
+    x: np.ndarray
+    last: np.ndarray
+    scale: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -161,10 +228,12 @@ class Pipeline:
     ``Pipeline.from_state``.
 
     Attributes:
-        config: the ``FeatureConfig``.
+        config: the ``FeatureConfig`` (its ``transform`` resolved, never ``auto``).
         target_scaler: fitted on the train rows of the (logged) targets, ``K`` columns.
         covariate_scaler: fitted on the train rows of the covariates, or ``None``.
         target_names, covariate_names: the column names it was fitted on.
+        transform_choice: how ``transform="auto"`` was resolved, with its evidence
+            (``None`` when the transform was given).
     """
 
     config: FeatureConfig
@@ -172,6 +241,7 @@ class Pipeline:
     covariate_scaler: Scaler | None
     target_names: tuple[str, ...]
     covariate_names: tuple[str, ...] = ()
+    transform_choice: TransformChoice | None = None
 
     @property
     def n_targets(self) -> int:
@@ -188,8 +258,11 @@ class Pipeline:
         return self.config.horizon * self.n_targets
 
     @classmethod
-    def fit(cls, series: Series, config: FeatureConfig) -> Pipeline:
+    def fit(cls, series: Series, config: FeatureConfig, *, season: int = 1) -> Pipeline:
         """Check ``series`` against ``config`` and fit the scalers on its training rows.
+
+        A ``transform="auto"`` is resolved first, from the training rows alone
+        (``choose_transform``; ``season`` sets the block length of its log test).
 
         Raises:
             DataError: series too short for the windows and splits, ``log`` on
@@ -202,12 +275,22 @@ class Pipeline:
                 f"calendar features {list(config.calendar)} need a date column; "
                 "pass --date-column or drop --calendar"
             )
+        choice = None
+        if config.transform == AUTO:
+            choice = choose_transform(
+                series.values[: bounds.train],
+                series.target_names,
+                season=season,
+                positive=np.all(series.values > 0, axis=0),
+            )
+            config = dataclasses.replace(config, transform=choice.transform)
         if config.log:
             low = series.values.min(axis=0)
             for k in np.flatnonzero(low <= 0):
                 raise DataError(
                     f"the log transform needs positive values but target "
-                    f"{series.target_names[k]!r} has minimum {low[k]:g}; use --no-log"
+                    f"{series.target_names[k]!r} has minimum {low[k]:g}; use --no-log or "
+                    "a --transform without log"
                 )
         train = slice(0, bounds.train)
         values = np.log(series.values) if config.log else series.values
@@ -221,7 +304,14 @@ class Pipeline:
                 series.covariates[train],
                 [f"covariate {n!r}" for n in series.covariate_names],
             )
-        return cls(config, target_scaler, cov_scaler, series.target_names, series.covariate_names)
+        return cls(
+            config,
+            target_scaler,
+            cov_scaler,
+            series.target_names,
+            series.covariate_names,
+            choice,
+        )
 
     @staticmethod
     def bounds_for(series: Series, config: FeatureConfig) -> SplitBounds:
@@ -243,6 +333,8 @@ class Pipeline:
             "target_names": list(self.target_names),
             "covariate_names": list(self.covariate_names),
         }
+        if self.transform_choice is not None:
+            meta["transform_choice"] = self.transform_choice.to_dict()
         arrays = {f"target_{k}": v for k, v in self.target_scaler.to_arrays().items()}
         if self.covariate_scaler is not None:
             arrays |= {f"covariate_{k}": v for k, v in self.covariate_scaler.to_arrays().items()}
@@ -280,6 +372,11 @@ class Pipeline:
         target_names, covariate_names = names["target_names"], names["covariate_names"]
         if not target_names:
             raise DataError("the stored pipeline's 'target_names' is empty")
+        if config.transform == AUTO:
+            raise DataError("the stored pipeline's transform is 'auto', never resolved")
+        choice = None
+        if meta.get("transform_choice") is not None:
+            choice = TransformChoice.from_dict(field("transform_choice", dict))
 
         def scaler(prefix: str, columns: int) -> Scaler:
             parts = {}
@@ -303,7 +400,7 @@ class Pipeline:
 
         target = scaler("target", len(target_names))
         cov = scaler("covariate", len(covariate_names)) if covariate_names else None
-        return cls(config, target, cov, target_names, covariate_names)
+        return cls(config, target, cov, target_names, covariate_names, choice)
 
     def check_series(self, series: Series) -> None:
         """Raise a ``DataError`` unless ``series`` has the columns this pipeline was fitted on."""
@@ -336,18 +433,20 @@ class Pipeline:
         rows = len(covariates)
         return np.concatenate(parts, axis=-1) if parts else np.zeros((rows, 0))
 
-    def encode(self, levels: np.ndarray, extras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, levels: np.ndarray, extras: np.ndarray) -> Encoded:
         """Window levels ``(N, steps, K)`` and extras ``(N, steps, E)`` -> model inputs.
 
         Returns:
-            ``(x, last)``: ``x`` ``(N, steps, D)`` float32 and ``last`` ``(N, K)`` float64,
-            the level each window is relative to (zeros without ``delta``).
+            ``Encoded(x, last, scale)``: ``x`` ``(N, steps, D)`` float32, and the
+            ``(N, K)`` float64 centre and scale of each window (``window_stats``): the
+            target inputs are ``(levels - last) / scale``.
         """
         levels = np.asarray(levels, np.float64)
-        last = levels[:, -1] if self.config.delta else np.zeros((len(levels), levels.shape[-1]))
+        last, scale = window_stats(levels, self.config.window_mode)
         with np.errstate(over="ignore", invalid="ignore"):  # windows() refuses non-finite x
-            x = np.concatenate([levels - last[:, None], extras], axis=-1).astype(np.float32)
-        return x, last
+            z = (levels - last[:, None]) / scale[:, None]
+            x = np.concatenate([z, extras], axis=-1).astype(np.float32)
+        return Encoded(x, last, scale)
 
     def windows(self, series: Series) -> dict[str, Windows]:
         """The ``train``, ``val`` and ``test`` windows of ``series`` (no window spans two)."""
@@ -359,22 +458,24 @@ class Pipeline:
         for name, (start, stop) in self.bounds_for(series, cfg).segments().items():
             lw, ly = make_windows(levels[start:stop], cfg.steps, cfg.horizon, cfg.stride)
             ew, _ = make_windows(extras[start:stop], cfg.steps, cfg.horizon, cfg.stride)
-            x, last = self.encode(lw, ew)
+            x, last, scale = self.encode(lw, ew)
             if not np.all(np.isfinite(x)):
                 raise DataError(
                     f"the {name} segment's scaled values overflow float32 (they are far outside "
                     "the training range): rescale the series or use the log transform"
                 )
             origin = start + np.arange(len(x), dtype=np.int64) * cfg.stride + cfg.steps - 1
-            y = (ly - last[:, None]).astype(np.float32)
-            out[name] = Windows(x, y, origin, last)
+            y = ((ly - last[:, None]) / scale[:, None]).astype(np.float32)
+            out[name] = Windows(x, y, origin, last, scale)
         return out
 
     # -- backward: model space -> original units -----------------------------------------
 
-    def to_levels(self, outputs: np.ndarray, last: np.ndarray) -> np.ndarray:
+    def to_levels(
+        self, outputs: np.ndarray, last: np.ndarray, scale: np.ndarray | None = None
+    ) -> np.ndarray:
         """Model outputs ``(N, horizon * K)`` or ``(N, horizon, K)`` -> ``(N, horizon, K)``
-        float64 scaled levels (``last`` added back)."""
+        float64 scaled levels (``outputs * scale + last``; ``scale`` ``None``: ones)."""
         out, last = np.asarray(outputs, np.float64), np.asarray(last, np.float64)
         want = (len(last), self.config.horizon * self.n_targets)
         if last.shape != (want[0], self.n_targets) or out.size != want[0] * want[1]:
@@ -385,16 +486,33 @@ class Pipeline:
                 f"{self.n_targets}) levels (horizon {self.config.horizon}, "
                 f"{self.n_targets} targets); was the model trained with this pipeline?"
             )
-        return out.reshape(want[0], self.config.horizon, self.n_targets) + last[:, None]
+        out = out.reshape(want[0], self.config.horizon, self.n_targets)
+        if scale is not None:
+            scale = np.asarray(scale, np.float64)
+            if scale.shape != last.shape:
+                raise DataError(
+                    f"window scales {list(scale.shape)} do not match the levels "
+                    f"{list(last.shape)}: pass the scale that encode() returned"
+                )
+            out = out * scale[:, None]
+        elif self.config.window_mode == "revin":
+            raise DataError(
+                "a revin pipeline maps outputs back with each window's scale: pass the "
+                "scale that encode() or windows() returned"
+            )
+        return out + last[:, None]
 
     def from_levels(self, levels: np.ndarray) -> np.ndarray:
         """Scaled levels ``(..., K)`` -> ``(..., K)`` float64 values in original units."""
         values = self.target_scaler.inverse(levels)
         return np.exp(values) if self.config.log else values
 
-    def to_original(self, outputs: np.ndarray, last: np.ndarray) -> np.ndarray:
-        """Model outputs for windows with ``last`` -> ``(N, horizon, K)`` original units."""
-        return self.from_levels(self.to_levels(outputs, last))
+    def to_original(
+        self, outputs: np.ndarray, last: np.ndarray, scale: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Model outputs for windows with ``last`` (and ``scale``) -> ``(N, horizon, K)``
+        original units."""
+        return self.from_levels(self.to_levels(outputs, last, scale))
 
 
 def window_targets(series: Series, origin: np.ndarray, horizon: int) -> np.ndarray:

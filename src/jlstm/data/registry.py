@@ -4,17 +4,22 @@ Each entry knows its file, its target and date columns, its seasonal period
 (for the seasonal-naive baseline and MASE) and the preprocessing that
 ``jlstm train --dataset NAME`` uses unless flags override it. Attribution and
 licences are in ``jlstm/datasets/README.md``.
+
+A *panel* (``DatasetInfo.id_column`` set) holds many series in long format, one
+row per series and time step (``series,date,value``); ``load_dataset(name,
+series=ID)`` loads one of them as a ``Series``, ``panel_ids(name)`` lists them.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib.resources
 from types import MappingProxyType
 from typing import Any
 
 from .errors import DataError
-from .series import Series, load_csv
+from .series import Series, load_csv, parse_dates
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -23,6 +28,7 @@ __all__ = [
     "feature_defaults",
     "list_datasets",
     "load_dataset",
+    "panel_ids",
 ]
 
 DEFAULT_DATASET = "airline_passengers"
@@ -41,6 +47,8 @@ class DatasetInfo:
         fill: missing-value policy it needs (``"error"`` if it has none missing).
         description: one line: what, when, units, source.
         features: ``FeatureConfig`` fields this dataset uses by default.
+        id_column: for a panel (many series in long format), the column naming each
+            row's series; ``None`` for a single series.
     """
 
     name: str
@@ -51,6 +59,7 @@ class DatasetInfo:
     fill: str
     description: str
     features: MappingProxyType = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    id_column: str | None = None
 
 
 _DATASETS = {
@@ -101,6 +110,45 @@ _DATASETS = {
             MappingProxyType({}),
         ),
         DatasetInfo(
+            "us_real_gdp_quarterly",
+            "us_real_gdp_quarterly.csv",
+            "realgdp",
+            "date",
+            4,
+            "error",
+            "US real GDP (billions of chained 2005 dollars, seasonally adjusted), quarterly, "
+            "1959Q1..2009Q3, 203 rows; FRED via statsmodels macrodata",
+            # A trend the training rows never reach: the auto rule picks the transform.
+            MappingProxyType({"transform": "auto"}),
+        ),
+        DatasetInfo(
+            "elnino_nino12_monthly",
+            "elnino_nino12_monthly.csv",
+            "sst",
+            "date",
+            12,
+            "error",
+            "monthly sea surface temperature of the Nino 1+2 region (deg C), 1950-01..2010-12, "
+            "732 rows; NOAA ERSST v3b via statsmodels elnino",
+            # A strong 12-month season: a window of 12 months sees it, the month of year
+            # places it.
+            MappingProxyType({"transform": "auto", "steps": 12, "calendar": ("month",)}),
+        ),
+        DatasetInfo(
+            "us_macro_quarterly",
+            "us_macro_quarterly.csv",
+            "value",
+            "date",
+            4,
+            "error",
+            "panel: 12 US macroeconomic series (real GDP, consumption, investment, government "
+            "spending, disposable income, CPI, M1, T-bill rate, unemployment, population, "
+            "inflation, real interest rate), quarterly, 1959Q1..2009Q3, 2436 rows in long "
+            "format (series,date,value); FRED and BLS via statsmodels macrodata",
+            MappingProxyType({"transform": "auto"}),
+            id_column="series",
+        ),
+        DatasetInfo(
             "nile",
             "nile.csv",
             "volume",
@@ -134,14 +182,44 @@ def dataset_info(name: str) -> DatasetInfo:
         ) from None
 
 
-def load_dataset(name: str = DEFAULT_DATASET, *, fill: str | None = None) -> Series:
+def _panel_rows(info: DatasetInfo) -> list[dict[str, str]]:
+    resource = importlib.resources.files("jlstm.datasets") / info.file
+    with resource.open("r", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def panel_ids(name: str) -> list[str]:
+    """The series of a panel dataset, in file order.
+
+    Raises:
+        DataError: ``name`` is not a panel.
+    """
+    info = dataset_info(name)
+    if info.id_column is None:
+        raise DataError(f"dataset {name!r} is a single series, not a panel")
+    return list(dict.fromkeys(row[info.id_column] for row in _panel_rows(info)))
+
+
+def load_dataset(
+    name: str = DEFAULT_DATASET, *, fill: str | None = None, series: str | None = None
+) -> Series:
     """Load a built-in dataset as a ``Series`` (target, dates; no covariates).
 
     Args:
         name: a name from ``list_datasets()``.
         fill: override the dataset's missing-value policy.
+        series: for a panel, the id of the series to load (``panel_ids(name)``);
+            its target is named after it.
+
+    Raises:
+        DataError: a panel without ``series`` (or with an unknown one), ``series``
+            for a single-series dataset.
     """
     info = dataset_info(name)
+    if info.id_column is not None:
+        return _load_panel_series(info, series)
+    if series is not None:
+        raise DataError(f"dataset {name!r} is a single series: drop series={series!r}")
     resource = importlib.resources.files("jlstm.datasets") / info.file
     with importlib.resources.as_file(resource) as path:
         return load_csv(
@@ -156,3 +234,19 @@ def load_dataset(name: str = DEFAULT_DATASET, *, fill: str | None = None) -> Ser
 def feature_defaults(name: str) -> dict[str, Any]:
     """The ``FeatureConfig`` fields a built-in dataset sets (a copy)."""
     return dict(dataset_info(name).features)
+
+
+def _load_panel_series(info: DatasetInfo, series: str | None) -> Series:
+    rows = _panel_rows(info)
+    ids = list(dict.fromkeys(row[info.id_column] for row in rows))
+    if series is None or series not in ids:
+        what = "names no series" if series is None else f"has no series {series!r}"
+        raise DataError(
+            f"dataset {info.name!r} is a panel of {len(ids)} series in long format (columns "
+            f"{info.id_column}, {info.date_column}, {info.target}) and the request {what}: "
+            f"pick one of {ids} (load_dataset({info.name!r}, series=ID))"
+        )
+    mine = [row for row in rows if row[info.id_column] == series]
+    values = [float(row[info.target]) for row in mine]
+    dates = parse_dates([row[info.date_column] for row in mine])
+    return Series(values, [[]] * len(values), dates, (series,), source=f"dataset:{info.name}")

@@ -25,12 +25,15 @@ from ..data import DataError, Series, dataset_info, future_dates, parse_dates
 __all__ = [
     "BASELINES",
     "InputStyle",
+    "baseline_warning",
     "baselines",
     "format_dates",
     "history_csv",
     "input_style",
     "metrics_report",
     "score_table",
+    "transform_line",
+    "transform_record",
     "verdict",
     "write_history",
     "write_metrics",
@@ -80,8 +83,90 @@ def metrics_report(exp, scores, extra: Mapping[str, Any]) -> dict[str, Any]:
     beats = {b: test["model"]["rmse"] < test[b]["rmse"] for b in BASELINES}
     report["beats_rmse"] = beats
     report["beats_baselines_rmse"] = all(beats.values())
+    report["transform"] = transform_record(pipeline)
     report.update(extra)
     return _json_safe(report)
+
+
+def transform_record(pipeline) -> dict[str, Any]:
+    """The resolved target transform and why: ``auto``'s evidence, or ``"given"``."""
+    if pipeline.transform_choice is not None:
+        return pipeline.transform_choice.to_dict()
+    return {"transform": pipeline.config.transform, "requested": "given"}
+
+
+def transform_line(pipeline) -> str:
+    """One line: ``transform: delta (auto: KPSS 1.67 > 0.463 ...)`` or ``(given)``."""
+    if pipeline.transform_choice is not None:
+        return f"transform: {pipeline.transform_choice.reason}"
+    return f"transform: {pipeline.config.transform} (given)"
+
+
+def _losses(scores, season: int) -> list[tuple[str, str, float, float]]:
+    """``(split, baseline name, model rmse, baseline rmse)`` where the model's RMSE is not lower."""
+    out = []
+    for split in ("val", "test"):
+        model = scores[split]["model"]["rmse"]
+        for key, name in baselines(season).items():
+            base = scores[split][key]["rmse"]
+            if not model < base:
+                out.append((split, name, model, base))
+    return out
+
+
+def baseline_warning(exp, scores) -> str | None:
+    """One line when the model does not beat a baseline on validation or test, with remedies.
+
+    ``None`` when the model's RMSE is below every baseline's on both splits. The
+    remedies are concrete flags: another ``--transform`` when the model sees levels
+    (or ``auto`` chose one that lost), ``--steps`` that span the season when seasonal
+    naive wins, more data when the training windows are few.
+    """
+    lost = _losses(scores, exp.season)
+    if not lost:
+        return None
+    pipeline, settings = exp.pipeline, exp.settings
+    cfg = pipeline.config
+    words = {"val": "validation", "test": "test"}
+    parts = []
+    for name in dict.fromkeys(name for _, name, _, _ in lost):
+        mine = [(words[sp], m, b) for sp, n, m, b in lost if n == name]
+        splits = " and ".join(w for w, _, _ in mine)
+        rmse = ", ".join(f"{w} RMSE {m:.4g} vs {b:.4g}" for w, m, b in mine)
+        parts.append(f"{name} on {splits} ({rmse})")
+    fixes = []
+    mode = cfg.window_mode
+    positive = bool(np.all(exp.series.values > 0))
+    if mode != "delta":
+        alt = "log_delta" if positive and cfg.log else "delta"
+        fixes.append(
+            f"--transform {alt} (the model sees "
+            + (
+                "levels, which it cannot follow out of their training range"
+                if mode == "none"
+                else "each window normalised"
+            )
+            + ")"
+        )
+    else:
+        others = [t for t in ("log_delta" if positive else "", "revin", "none") if t]
+        others = [t for t in others if t != cfg.transform]
+        fixes.append(f"another --transform ({' or '.join(others)})")
+    lost_seasonal = any(name == BASELINES["seasonal_naive"] for _, name, _, _ in lost)
+    if exp.season > 1 and lost_seasonal and cfg.steps < exp.season:
+        fix = f"--steps {exp.season} so that a window spans the season"
+        if exp.series.dates is not None and not cfg.calendar:
+            fix += " (or --calendar month for monthly data)"
+        fixes.append(fix)
+    train = len(exp.windows["train"].x)
+    if train < 100:
+        fixes.append(f"more data (only {train} training windows)")
+    if settings.ensemble == 1:
+        fixes.append("--ensemble 5 (the mean of 5 seeds)")
+    return (
+        f"warning: the model does not beat {' nor '.join(parts)} with transform "
+        f"{cfg.transform}, {cfg.steps} steps; try {'; '.join(fixes)}"
+    )
 
 
 def baselines(season: int) -> dict[str, str]:

@@ -36,8 +36,10 @@ from ..forecast import one_step, recursive
 from ..model import ModelConfig
 from ..train import FitState, TrainConfig, check_int, fit
 from .reports import (
+    baseline_warning,
     input_style,
     metrics_report,
+    transform_line,
     write_history,
     write_metrics,
     write_plot,
@@ -124,10 +126,11 @@ class Experiment(NamedTuple):
             DataError, SettingsError: bad data or settings (nothing written).
         """
         series = load_series(settings.source()) if series is None else series
-        if pipeline is None:
-            pipeline = Pipeline.fit(series, settings.feature_config())
-        windows = pipeline.windows(series)
+        settings = settings.with_data_defaults(series)
         season = settings.season or _default_season(settings, series)
+        if pipeline is None:
+            pipeline = Pipeline.fit(series, settings.feature_config(), season=season)
+        windows = pipeline.windows(series)
         _check_season(season, windows)
         try:
             model_config = settings.model_config(pipeline)
@@ -329,6 +332,8 @@ class TrainingResult(NamedTuple):
         report: the ``metrics.json`` dict.
         files: the names written into ``out``.
         notes: messages for the user (e.g. a skipped plot).
+        warning: one line when the model does not beat a baseline on validation or
+            test, with the remedies (``baseline_warning``), else ``None``.
     """
 
     out: str
@@ -338,6 +343,7 @@ class TrainingResult(NamedTuple):
     report: dict[str, Any]
     files: list[str]
     notes: list[str]
+    warning: str | None = None
 
 
 def _recovered(path: str) -> bool:
@@ -550,7 +556,8 @@ def _train_follower(settings, out, resume, given, mesh, say) -> TrainingResult:
     scores = {name: result[2] for name, result in exp.evaluate(state.params).items()}
     note = f"process {rank} of {count}: nothing written here (process 0 writes {out or 'the run'})"
     report = metrics_report(exp, scores, {"epochs": state.epoch, "seed": exp.train_config.seed})
-    return TrainingResult(out or "", exp, state, scores, report, [], [note])
+    warning = baseline_warning(exp, scores)
+    return TrainingResult(out or "", exp, state, scores, report, [], [note], warning)
 
 
 def _train_locked(exp, out, resumed, created, progress, plot, say, mesh) -> TrainingResult:
@@ -586,8 +593,8 @@ def _train_locked(exp, out, resumed, created, progress, plot, say, mesh) -> Trai
 
     source = settings.dataset or settings.data
     counts = "/".join(str(len(windows[s].x)) for s in ("train", "val", "test"))
-    prep = [n for n in ("log", "delta") if getattr(settings, n)] + list(settings.calendar)
     features = pipeline.config
+    prep = ([] if features.transform == "none" else [features.transform]) + list(features.calendar)
     say(
         f"jlstm train: {source}, windows train/val/test {counts}, {features.steps} steps -> "
         f"{features.horizon}, preprocessing: {', '.join(prep) or 'none'} + {features.scaler} "
@@ -597,6 +604,7 @@ def _train_locked(exp, out, resumed, created, progress, plot, say, mesh) -> Trai
         + (f", {exp.members} members" if exp.members else "")
         + f"; {1 if mesh is None else mesh.size} device(s); output {out}"
     )
+    say(transform_line(pipeline))
     bar = None
     if progress is True:
         bar = Progress(train_config.epochs, len(windows["train"].x))
@@ -678,7 +686,8 @@ def _report_training(exp, out, state, seconds, plot, mesh_devices: int) -> Train
             notes.append(note)
         else:
             files.append("forecast.png")
-    return TrainingResult(out, exp, state, scores, report, files, notes)
+    warning = baseline_warning(exp, scores)
+    return TrainingResult(out, exp, state, scores, report, files, notes, warning)
 
 
 def _future(params, exp: Experiment) -> np.ndarray | None:
@@ -709,11 +718,13 @@ def _recursive_mean(params, exp: Experiment, n: int) -> tuple[np.ndarray, np.nda
 
 
 class Evaluation(NamedTuple):
-    """What ``evaluate_run`` computed: ``scores`` as in ``TrainingResult``, the report."""
+    """What ``evaluate_run`` computed: ``scores`` as in ``TrainingResult``, the report,
+    and ``baseline_warning``'s line (``None`` when the model beats every baseline)."""
 
     experiment: Experiment
     scores: dict[str, dict[str, dict[str, float]]]
     report: dict[str, Any]
+    warning: str | None = None
 
 
 def checkpoint_path(run: str) -> str:
@@ -788,7 +799,7 @@ def evaluate_run(run: str, *, data: str | None = None, dataset: str | None = Non
     )
     if exp.members is not None:
         report["members"] = exp.member_scores(ckpt.state.params)
-    return Evaluation(exp, scores, report)
+    return Evaluation(exp, scores, report, baseline_warning(exp, scores))
 
 
 class Prediction(NamedTuple):

@@ -13,8 +13,13 @@ from ..data import (
     DataError,
     FeatureConfig,
     Pipeline,
+    Series,
+    compose_transform,
     dataset_info,
+    date_step,
     feature_defaults,
+    split_bounds,
+    split_transform,
 )
 from ..model import ModelConfig
 from ..train import TrainConfig
@@ -26,7 +31,7 @@ GROUPS = ("data", "features", "model", "train")
 # Members of an ensemble run (``--ensemble``): all of them train in one program.
 MAX_MEMBERS = 1024
 # Settings added after runs were first saved: a stored run without them takes the default.
-_ADDED = frozenset({"shuffle", "ensemble"})
+_ADDED = frozenset({"shuffle", "ensemble", "transform"})
 
 
 def _in(group: str, default: Any):
@@ -50,6 +55,10 @@ class Settings:
     checked by the configs they build (``FeatureConfig``, ``ModelConfig``,
     ``TrainConfig``): ``Settings(...)`` raises ``SettingsError`` naming the field.
     ``dataset`` and ``data`` are exclusive; with neither, the default dataset.
+
+    ``transform`` left ``None`` becomes ``"auto"`` for your own data file (unless
+    ``log`` or ``delta`` is set: an explicit choice wins) and ``"none"`` for a built-in
+    dataset, whose curated preprocessing is its ``log``/``delta`` (``Settings.resolve``).
     """
 
     # data
@@ -62,7 +71,7 @@ class Settings:
     fill: str = _in("data", "error")
     season: int | None = _in("data", None)
     # features
-    steps: int = _in("features", 4)
+    steps: int | None = _in("features", None)
     horizon: int = _in("features", 1)
     stride: int = _in("features", 1)
     val_size: int | float = _in("features", 0.15)
@@ -70,7 +79,8 @@ class Settings:
     scaler: str = _in("features", "standard")
     log: bool = _in("features", False)
     delta: bool = _in("features", False)
-    calendar: tuple[str, ...] = _in("features", ())
+    calendar: tuple[str, ...] | None = _in("features", None)
+    transform: str | None = _in("features", None)
     # model
     layers: tuple[int, ...] = _in("model", (64, 32, 16))
     dropout: float = _in("model", 0.0)
@@ -99,8 +109,17 @@ class Settings:
             object.__setattr__(self, "dataset", DEFAULT_DATASET)
         if self.dataset is not None and self.data is not None:
             raise SettingsError("data", "data and dataset are exclusive: pick a file or a built-in")
+        if self.transform is None:
+            own = self.data is not None and not (self.log is True or self.delta is True)
+            object.__setattr__(self, "transform", "auto" if own else "none")
         for f in dataclasses.fields(self):
             check_setting(f.name, getattr(self, f.name))
+        if self.transform == "auto" and (self.log or self.delta):
+            raise SettingsError(
+                "transform",
+                "transform auto chooses log and delta itself: drop --log/--delta, or name the "
+                "transform (e.g. --transform log_delta)",
+            )
         if self.dataset is not None:
             for name in ("target", "covariates", "date_column", "date_format"):
                 if getattr(self, name):
@@ -112,7 +131,13 @@ class Settings:
 
     @classmethod
     def resolve(cls, given: Mapping[str, Any]) -> Settings:
-        """Settings from ``given`` values > the built-in dataset's preprocessing > defaults."""
+        """Settings from ``given`` values > the built-in dataset's preprocessing > defaults.
+
+        The target transform: a given ``transform`` wins over the dataset's ``log`` and
+        ``delta``; a given ``log`` or ``delta`` (either value) without ``transform``
+        turns ``auto`` off (your own data then gets exactly those); a given
+        ``transform`` that contradicts a given ``log``/``delta`` is an error.
+        """
         unknown = set(given) - set(cls.names())
         if unknown:
             raise SettingsError(sorted(unknown)[0], f"unknown settings {sorted(unknown)}")
@@ -123,7 +148,14 @@ class Settings:
                 defaults = feature_defaults(dataset)
             except DataError as err:
                 raise SettingsError("dataset", str(err)) from None
+            if given.get("transform") is not None:
+                defaults = {k: v for k, v in defaults.items() if k not in ("log", "delta")}
             values = defaults | values
+        flags = {k for k in ("log", "delta") if k in given}
+        if given.get("transform") is None and flags:
+            values["transform"] = "none"
+        elif given.get("transform") not in (None, "auto"):
+            _check_transform_flags(given)
         return cls(**values)
 
     @staticmethod
@@ -145,11 +177,41 @@ class Settings:
         # Runs saved before a setting existed take its default.
         if not set(cls.names()) - _ADDED <= set(data) <= set(cls.names()):
             raise SettingsError("settings", "not the settings of a `jlstm train` run")
+        data = dict(data)
+        data.setdefault("transform", "none")  # runs from before `auto`: log/delta only
         return cls(**data)
 
+    def with_data_defaults(self, series: Series) -> Settings:
+        """``steps`` and ``calendar`` left ``None`` resolved for ``series``.
+
+        Your own data with monthly dates gets a window of 12 steps (one season, when
+        every split can hold it) and the month of year as an input; anything else 4 steps
+        and no calendar inputs. (On monthly seasonal series, 4 steps could not see the
+        season: seasonal naive won; see docs/forecasting-defaults.md.)
+        """
+        if self.steps is not None and self.calendar is not None:
+            return self
+        monthly = self.data is not None and date_step(series.dates) == ("M", 1)
+        calendar = self.calendar
+        if calendar is None:
+            calendar = ("month",) if monthly else ()
+        steps = self.steps
+        if steps is None:
+            steps = 4
+            if monthly:
+                try:
+                    split_bounds(
+                        len(series), self.val_size, self.test_size, steps=12, horizon=self.horizon
+                    )
+                    steps = 12
+                except DataError:
+                    pass  # too short for 12-step windows in every split: keep 4
+        return dataclasses.replace(self, steps=steps, calendar=calendar)
+
     def feature_config(self) -> FeatureConfig:
+        """The ``FeatureConfig`` (``steps``/``calendar`` still ``None``: 4 and none)."""
         return FeatureConfig(
-            steps=self.steps,
+            steps=4 if self.steps is None else self.steps,
             horizon=self.horizon,
             stride=self.stride,
             val_size=self.val_size,
@@ -157,7 +219,8 @@ class Settings:
             scaler=self.scaler,
             log=self.log,
             delta=self.delta,
-            calendar=self.calendar,
+            calendar=() if self.calendar is None else self.calendar,
+            transform=self.transform,
         )
 
     def train_config(self) -> TrainConfig:
@@ -202,6 +265,34 @@ def _feature(**kw):
     return FeatureConfig(**kw)
 
 
+def _check_transform_flags(given: Mapping[str, Any]) -> None:
+    """A named transform and explicit ``log``/``delta`` values must agree.
+
+    ``--log`` or ``--delta`` add to a transform (``--transform delta --log`` is
+    ``log_delta``, as in ``FeatureConfig``); ``--no-log``/``--no-delta`` against a
+    transform that has that part, and ``--delta`` with ``revin``, are contradictions.
+    """
+    log, window = split_transform(given["transform"])
+    for name, wanted in (("log", log), ("delta", window == "delta")):
+        value = given.get(name)
+        if value is None or value == wanted or (value and window != "revin"):
+            continue
+        if value:
+            fix = "drop --delta (revin normalises each window itself)"
+        else:
+            fix = f"drop --no-{name}, or use --transform {_with(log, window, name, False)}"
+        raise SettingsError(
+            "transform",
+            f"--transform {given['transform']} contradicts --{'' if value else 'no-'}{name}: {fix}",
+        )
+
+
+def _with(log: bool, window: str, name: str, on: bool = True) -> str:
+    if name == "log":
+        return compose_transform(on, window)
+    return compose_transform(log, "delta" if on else "none")
+
+
 def _model(**kw):
     return ModelConfig(input_size=1, output_size=1, **{"layer_sizes": (1,), **kw})
 
@@ -239,7 +330,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
         v in FILL_POLICIES or _raise(f"fill must be one of {', '.join(FILL_POLICIES)}, got {v!r}")
     ),
     "season": lambda v: v is None or check_int("season", v, 1, 1_000_000),
-    "steps": lambda v: _feature(steps=v),
+    "steps": lambda v: v is None or _feature(steps=v),
     "horizon": lambda v: _feature(horizon=v),
     "stride": lambda v: _feature(stride=v),
     "val_size": lambda v: _size("val_size", v),
@@ -247,7 +338,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "scaler": lambda v: _feature(scaler=v),
     "log": lambda v: _feature(log=v),
     "delta": lambda v: _feature(delta=v),
-    "calendar": lambda v: _feature(calendar=v),
+    "calendar": lambda v: v is None or _feature(calendar=v),
+    "transform": lambda v: v is None or _feature(transform=v),
     "layers": lambda v: _model(layer_sizes=v),
     "dropout": lambda v: _model(dropout=v),
     "recurrent_dropout": lambda v: _model(recurrent_dropout=v),
